@@ -1,0 +1,208 @@
+"""Weights in bit representation, written once and shared by ``BitConv2d`` and ``BitLinear``.
+
+A quantized layer holds its weight (and, for the classifier, its bias) in one of three forms
+(BSQ_METHOD.md, "Bit representation" and "Finetuning"):
+
+==========  ===========================================  ===================================
+form        parameters (weight / bias)                   forward
+==========  ===========================================  ===================================
+float       ``weight`` / ``bias``                        the float tensor
+bits        ``pweight nweight scale`` / ``pbias nbias``   ``scale * Q_N(sum_i (p_i - n_i) e_i)``
+            ``biasscale``
+finetune    ``weight scale`` / ``bias biasscale``        ``scale * Q_N(w)``, w on the N-bit grid
+==========  ===========================================  ===================================
+
+Parameter names are the original release's, so state dicts move between the two by at most a
+``module.`` prefix. Precision 0 marks an all-zero tensor: it keeps one zero plane, outputs zero
+and gets no gradient, so it stays zero.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from utils.bits import decode, encode, plane_value, quantize, requantize
+from utils.ste import WeightQuant, levels
+
+FORMS = ("float", "bits", "finetune")
+NAMES = {"weight": ("pweight", "nweight", "scale"), "bias": ("pbias", "nbias", "biasscale")}
+
+
+class BitLayer:
+    """Mixin for a ``nn.Conv2d`` or ``nn.Linear`` whose weight and bias are BSQ-quantized.
+
+    ``self.nbits`` maps ``"weight"``/``"bias"`` to the precision of each present tensor.
+    """
+
+    def _init_bits(self, nbits=8):
+        self.form = "float"
+        self.slots = ("weight",) if self.bias is None else ("weight", "bias")
+        self.shapes = {slot: tuple(getattr(self, slot).shape) for slot in self.slots}
+        self.nbits = {slot: nbits for slot in self.slots}
+
+    # -- forward ---------------------------------------------------------------------------
+    def quantized(self, slot):
+        """The tensor the forward pass uses for ``slot`` (None when the layer has no such slot)."""
+        if slot not in self.slots:
+            return None
+        if self.form == "float":
+            return getattr(self, slot)
+        nbits, scale = self.nbits[slot], getattr(self, NAMES[slot][2])
+        if nbits == 0:
+            return scale.new_zeros(self.shapes[slot])
+        if self.form == "bits":
+            p, n, _ = NAMES[slot]
+            w = plane_value(getattr(self, p), getattr(self, n))
+        else:
+            w = getattr(self, slot)
+        return WeightQuant.apply(w, nbits) * scale
+
+    # -- parameter bookkeeping --------------------------------------------------------------
+    def _install(self, slot, tensors):
+        """Replace ``slot``'s parameters, whatever their form, by ``tensors`` (name -> tensor)."""
+        for name in (slot, *NAMES[slot]):
+            self._parameters.pop(name, None)
+        for name, tensor in tensors.items():
+            self.register_parameter(name, nn.Parameter(tensor.contiguous()))
+        if slot not in tensors:
+            self.register_parameter(slot, None)
+
+    def _install_code(self, slot, form, code, scale, nbits):
+        """Install an integer code (slot's shape) at ``nbits`` with ``scale`` (1,) in ``form``."""
+        p_name, n_name, s_name = NAMES[slot]
+        self.nbits[slot] = nbits
+        if form == "bits":
+            p, n = encode(code, max(nbits, 1), dtype=scale.dtype)
+            self._install(slot, {p_name: p, n_name: n, s_name: scale})
+        else:
+            w = (code.double() / levels(max(nbits, 1))).to(scale.dtype)
+            self._install(slot, {slot: w, s_name: scale})
+
+    def _code(self, slot):
+        """Integer code of ``slot`` in bits or finetune form (what ``Q_N`` sees in the forward)."""
+        step = levels(max(self.nbits[slot], 1))
+        if self.form == "bits":
+            p, n, _ = NAMES[slot]
+            return torch.round(decode(getattr(self, p), getattr(self, n))).long()
+        w = getattr(self, slot).detach().clamp(-1.0, 1.0)
+        return (torch.round(w.abs() * step) * torch.sign(w)).long()
+
+    def allocate(self, form, nbits):
+        """Empty parameters of ``form`` at precisions ``nbits`` (slot -> N), e.g. to load a state dict."""
+        ref = next(self.parameters())
+        for slot in self.slots:
+            shape, nb = self.shapes[slot], nbits.get(slot, 0)
+            p_name, n_name, s_name = NAMES[slot]
+            if form == "float":
+                tensors = {slot: ref.new_zeros(shape)}
+            elif form == "bits":
+                planes = shape + (max(nb, 1),)
+                tensors = {p_name: ref.new_zeros(planes), n_name: ref.new_zeros(planes),
+                           s_name: ref.new_zeros(1)}
+            else:
+                tensors = {slot: ref.new_zeros(shape), s_name: ref.new_zeros(1)}
+            self.nbits[slot] = nb
+            self._install(slot, tensors)
+        self.form = form
+
+    # -- conversions between forms ------------------------------------------------------------
+    @torch.no_grad()
+    def to_bits_(self, nbits=None):
+        """float -> bits at ``nbits`` (slot -> N), or finetune -> bits exactly (nbits ignored).
+
+        From float: ``S = max|W|``, ``R = round(|W| (2^N - 1) / S)``, ``scale = S``
+        (BSQ_METHOD.md, "Float -> bits"); an all-zero tensor gets precision 0.
+        From finetune: the code ``round(|clip(w)| (2^N - 1))`` that ``Q_N`` uses, same scale.
+        """
+        if self.form == "bits":
+            return
+        for slot in self.slots:
+            if self.form == "float":
+                code, scale = quantize(getattr(self, slot), max(nbits[slot], 1))
+                nb = nbits[slot] if bool(code.any()) else 0
+            else:
+                code, scale, nb = self._code(slot), getattr(self, NAMES[slot][2]), self.nbits[slot]
+            self._install_code(slot, "bits", code, scale.detach().clone(), nb)
+        self.form = "bits"
+
+    @torch.no_grad()
+    def to_finetune_(self):
+        """bits -> finetune: drop all-zero planes (re-quantize at t = 0), then ``w = c / (2^N-1)``."""
+        self.requantize_(0.0)
+        for slot in self.slots:
+            scale = getattr(self, NAMES[slot][2]).detach().clone()
+            self._install_code(slot, "finetune", self._code(slot), scale, self.nbits[slot])
+        self.form = "finetune"
+
+    @torch.no_grad()
+    def to_float_(self):
+        """bits or finetune -> float: the weights the forward pass uses, bit for bit."""
+        tensors = {slot: self.quantized(slot).detach().clone() for slot in self.slots}
+        for slot, tensor in tensors.items():
+            self._install(slot, {slot: tensor})
+        self.form = "float"
+
+    @torch.no_grad()
+    def requantize_(self, thre=0.0):
+        """Re-quantize the bit planes and drop planes (BSQ_METHOD.md steps 1-2). Bits form only."""
+        for slot in self.slots:
+            p_name, n_name, s_name = NAMES[slot]
+            p, n, scale, nb = requantize(getattr(self, p_name), getattr(self, n_name),
+                                         getattr(self, s_name), self.nbits[slot], thre)
+            self.nbits[slot] = nb
+            self._install(slot, {p_name: p, n_name: n, s_name: scale})
+
+    # -- what the model-level code reads ------------------------------------------------------
+    def precision(self):
+        """``[N_weight, N_bias]``, the release's ``Nbit_dict`` entry (N_bias = 0 without bias)."""
+        return [self.nbits["weight"], self.nbits.get("bias", 0)]
+
+    def bit_groups(self):
+        """``(p, n, N)`` for each slot, the regularizer's groups (bits form)."""
+        return [(getattr(self, NAMES[s][0]), getattr(self, NAMES[s][1]), self.nbits[s])
+                for s in self.slots]
+
+    def clamp_targets(self):
+        """The tensors clamped after an optimizer step: bit planes, or finetune weights ``w``."""
+        if self.form == "bits":
+            return [t for p, n, nb in self.bit_groups() if nb for t in (p, n)]
+        if self.form == "finetune":
+            return [getattr(self, s) for s in self.slots if self.nbits[s]]
+        return []
+
+    def sizes(self):
+        """``[(#elements, N)]`` per slot, for the TP and TB size accounting."""
+        return [(torch.Size(self.shapes[s]).numel(), self.nbits[s]) for s in self.slots]
+
+    @torch.no_grad()
+    def plane_ones(self, slot="weight"):
+        """Percentage of nonzero bits ``p_i - n_i`` in each plane, MSB first (bits form)."""
+        p_name, n_name, _ = NAMES[slot]
+        if self.nbits[slot] == 0:
+            return []
+        diff = getattr(self, p_name) - getattr(self, n_name)
+        return (diff.reshape(-1, diff.shape[-1]) != 0).double().mean(0).mul(100).tolist()
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, form={self.form}, nbits={self.precision()}"
+
+
+class BitConv2d(BitLayer, nn.Conv2d):
+    """``nn.Conv2d`` whose weight is BSQ-quantized (see the module docstring)."""
+
+    def __init__(self, *args, nbits=8, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_bits(nbits)
+
+    def forward(self, x):
+        return self._conv_forward(x, self.quantized("weight"), self.quantized("bias"))
+
+
+class BitLinear(BitLayer, nn.Linear):
+    """``nn.Linear`` whose weight and bias are BSQ-quantized (see the module docstring)."""
+
+    def __init__(self, *args, nbits=8, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_bits(nbits)
+
+    def forward(self, x):
+        return F.linear(x, self.quantized("weight"), self.quantized("bias"))

@@ -1,0 +1,129 @@
+"""The CIFAR ResNet: forms, size accounting, scheme, clamping, precision 0."""
+import pytest
+import torch
+
+from models import BitLayer, resnet
+from utils.bits import plane_value
+
+
+def names_of_quantized_layers(depth):
+    n = (depth - 2) // 6
+    blocks = [f"layer{s}.{b}.conv{c}" for s in (1, 2, 3) for b in range(n) for c in (1, 2)]
+    return ["conv1", *blocks, "fc"]
+
+
+@pytest.fixture
+def images():
+    return torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def test_uniform_8bit_resnet20_is_exactly_4x():
+    model = resnet(depth=20).to_bits_(8)
+    assert model.compression() == 4.0
+    total, bits = model.size()
+    assert bits == 8 * total
+    scheme = model.scheme()
+    assert list(scheme) == names_of_quantized_layers(20)
+    assert all(v == [8, 0] for k, v in scheme.items() if k != "fc") and scheme["fc"] == [8, 8]
+    assert not any("downsample" in k for k in scheme)
+    expected_tp = sum(m.weight.numel() for m in model.modules()
+                      if isinstance(m, torch.nn.Conv2d) and not isinstance(m, BitLayer))
+    params = sum(p.numel() for p in resnet(depth=20).parameters())
+    assert total < params - expected_tp  # shortcut convs (and BatchNorm) are not counted
+
+
+@pytest.mark.parametrize("depth,classes", [(8, 100), (32, 10)])
+def test_depths_and_cifar100(depth, classes, images):
+    model = resnet(depth=depth, num_classes=classes).eval()
+    assert model(images).shape == (6, classes)
+    assert list(model.to_bits_(4).scheme()) == names_of_quantized_layers(depth)
+
+
+def test_depth_must_be_6n_plus_2():
+    with pytest.raises(ValueError, match="6n\\+2"):
+        resnet(depth=21)
+
+
+def test_forms_give_identical_logits(images):
+    torch.manual_seed(0)
+    model = resnet(depth=8, num_classes=10, act=4).to_bits_(6).eval()
+    bits = model(images)
+    assert torch.equal(model.to_finetune_()(images), bits)
+    assert model.form == "finetune"
+    assert torch.equal(model.to_bits_()(images), bits)
+    assert torch.equal(model.to_float_()(images), bits)
+
+
+def test_clamp_touches_only_the_method_tensors():
+    model = resnet(depth=8).to_bits_(8)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(2.5)
+        model.conv1.nweight.fill_(-0.5)
+    model.clamp_()
+    assert torch.all(model.conv1.pweight == 2.0) and torch.all(model.conv1.nweight == 0.0)
+    assert torch.all(model.fc.pbias == 2.0)
+    shortcut, bn = model.layer2[0].downsample
+    assert torch.all(shortcut.weight == 2.5) and torch.all(bn.weight == 2.5)
+    assert torch.all(model.conv1.scale == 2.5) and torch.all(model.bn1.weight == 2.5)
+
+    model.to_finetune_()
+    with torch.no_grad():
+        model.conv1.weight.fill_(1.7)
+        shortcut.weight.fill_(1.7)
+    model.clamp_()
+    assert torch.all(model.conv1.weight == 1.0) and torch.all(shortcut.weight == 1.7)
+
+
+def test_precision_zero_layer_outputs_zero_and_stays_zero(images):
+    model = resnet(depth=8).to_bits_(8)
+    with torch.no_grad():
+        model.layer1[0].conv2.pweight.zero_()
+        model.layer1[0].conv2.nweight.zero_()
+    model.requantize_()
+    conv = model.layer1[0].conv2
+    assert conv.precision() == [0, 0] and conv.pweight.shape[-1] == 1
+    assert torch.equal(conv.quantized("weight"), torch.zeros_like(conv.quantized("weight")))
+    model(images).sum().backward()
+    assert conv.pweight.grad is None
+    total, bits = model.size()
+    assert bits == 8 * (total - conv.pweight.numel())
+    model.to_finetune_()
+    assert model.layer1[0].conv2.precision() == [0, 0]
+
+
+def test_activation_quantizers_follow_act():
+    assert not any(n.endswith("alpha") for n, _ in resnet(depth=8, act=4).named_parameters())
+    pact = [n for n, _ in resnet(depth=8, act=2).named_parameters() if n.endswith("alpha")]
+    assert pact == ["layer1.0.relu1.alpha", "layer1.0.relu2.alpha", "layer2.0.relu1.alpha",
+                    "layer2.0.relu2.alpha", "layer3.0.relu1.alpha", "layer3.0.relu2.alpha"]
+    block = resnet(depth=8, act=4).layer1[0]
+    x = torch.randn(2, 16, 8, 8) * 10
+    out = block.relu1(x)
+    assert out.max() <= 6.0 and out.unique().numel() <= 16
+    assert torch.equal(resnet(depth=8, act=0).layer1[0].relu1(x), x.clamp(0, 10))
+
+
+def test_bsq_training_step_and_regrowth():
+    torch.manual_seed(0)
+    model = resnet(depth=8).to_bits_(4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(model(x), y) + 0.1 * model.regularizer()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        model.clamp_()
+    assert all(0 <= t.min() and t.max() <= 2 for _, m in model.quant_layers()
+               for t in m.clamp_targets())
+    with torch.no_grad():
+        model.conv1.pweight[0, 0, 0, 0, 0] = 2.0  # w > 1 somewhere: conv1 must grow a bit
+    # Re-quantization rounds the continuous (unclipped) weights to the grid, growing as needed.
+    before = {name: (m.scale * plane_value(m.pweight, m.nweight)).detach().clone()
+              for name, m in model.quant_layers()}
+    steps = {name: abs(m.scale.item()) / 15 for name, m in model.quant_layers()}
+    model.requantize_()
+    assert model.conv1.nbits["weight"] == 5
+    for name, m in model.quant_layers():
+        assert torch.all((m.quantized("weight") - before[name]).abs() <= steps[name] / 2 + 1e-6)

@@ -1,0 +1,46 @@
+"""The bit-level group Lasso of Eq. 5 on a tiny hand-worked layer."""
+import math
+
+import torch
+
+from models import resnet
+from utils.regularizer import bit_group_lasso
+
+
+def test_value_and_gradient_by_hand():
+    # Two weights at N = 2: plane 0 holds (p, n) = (1, 0), (0, 1); plane 1 holds (0.5, 0), (1, 0).
+    p = torch.tensor([[1.0, 0.5], [0.0, 1.0]], requires_grad=True)
+    n = torch.tensor([[0.0, 0.0], [1.0, 0.0]], requires_grad=True)
+    reg = bit_group_lasso([(p, n, 2)], total_params=2)
+    plane0, plane1 = 1.0 + 1.0, 0.25 + 1.0
+    factor = 2 * 2  # #weights * N
+    expected = factor * (math.sqrt(plane0 + 1e-8) + math.sqrt(plane1 + 1e-8)) / 2
+    assert abs(reg.item() - expected) < 1e-6 * expected
+    reg.backward()
+    norms = torch.tensor([math.sqrt(plane0 + 1e-8), math.sqrt(plane1 + 1e-8)])
+    torch.testing.assert_close(p.grad, factor * p.detach() / norms / 2)
+    torch.testing.assert_close(n.grad, factor * n.detach() / norms / 2)
+
+
+def test_reweighing_counts_each_layer_by_its_memory():
+    small = (torch.ones(2, 1), torch.zeros(2, 1), 1)
+    big = (torch.ones(8, 1), torch.zeros(8, 1), 1)
+    # A plane of k ones has norm sqrt(k); the factor is k * N: 2 * sqrt(2) + 8 * sqrt(8).
+    total = bit_group_lasso([small, big], total_params=10).item()
+    assert abs(total - (2 * math.sqrt(2) + 8 * math.sqrt(8)) / 10) < 1e-5
+
+
+def test_model_regularizer_skips_shortcut_convs_and_zero_layers():
+    model = resnet(depth=20).to_bits_(8)
+    groups = [g for _, m in model.quant_layers() for g in m.bit_groups()]
+    assert len(groups) == 19 + 2  # 19 quantized convs, the classifier's weight and bias
+    assert all(p.shape[2:4] != (1, 1) for p, _, _ in groups[:-2])  # no 1x1 shortcut conv
+    assert sum(p[..., 0].numel() for p, _, _ in groups) == model.size()[0]
+    expected = bit_group_lasso(groups, model.size()[0])
+    assert torch.equal(model.regularizer(), expected)
+    fc = model.fc
+    with torch.no_grad():
+        fc.pweight.zero_(), fc.nweight.zero_()
+    fc.requantize_()
+    assert fc.precision()[0] == 0
+    assert model.regularizer() < expected

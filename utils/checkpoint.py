@@ -1,0 +1,177 @@
+"""Checkpoint files: atomic saving, safe loading, and the original release's layout.
+
+A checkpoint is a ``torch.save`` dict with the release's fields ``state_dict``, ``Nbit_dict``
+(bit and finetune models), ``epoch``, ``acc``, ``best_acc``, ``optimizer``, plus our ``arch``
+(what rebuilds the model) and ``args``. Everything loads with ``weights_only=True``.
+"""
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+
+import torch
+
+from .errors import BSQError
+
+PREFIX = "module."
+
+
+class CheckpointError(BSQError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+def save_checkpoint(state, path):
+    """Write ``state`` to ``path`` atomically: temp file in the same folder, fsync, rename.
+
+    A crash at any moment leaves either the previous file or the new one, never a torn one.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth.tar", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def checkpoint_state(model, epoch=0, acc=None, best_acc=None, optimizer=None, args=None,
+                     scheme=None, **extra):
+    """The dict saved for ``model``: the release's fields, plus ``arch`` and ``args``.
+
+    ``Nbit_dict`` is the model's scheme in bits and finetune form; a float model records the
+    ``scheme`` it was derived from, if one is given (the release's float checkpoints have none).
+    """
+    if scheme is None and model.form != "float":
+        scheme = model.scheme()
+    state = {
+        "state_dict": model.state_dict(),
+        "epoch": epoch,
+        "acc": acc,
+        "best_acc": best_acc,
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "arch": {"arch": "resnet", "depth": model.depth, "num_classes": model.num_classes,
+                 "act": model.act, "form": model.form},
+        "args": {k: v for k, v in vars(args).items()} if args is not None else None,
+        **extra,
+    }
+    if scheme is not None:
+        state["Nbit_dict"] = scheme
+    return state
+
+
+def load_checkpoint(path):
+    """Read a checkpoint with ``weights_only=True``; a bare state dict is wrapped as one.
+
+    Raises ``CheckpointError`` (one line) for a missing, truncated, foreign or unsafe file.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist: check the path")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise CheckpointError(f"checkpoint {path} needs arbitrary code to unpickle and was "
+                                  "refused: only tensors and plain containers are loaded") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt ({_first_line(e)})") from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError,
+            AttributeError, TypeError, IndexError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint, or is "
+                              f"truncated ({_first_line(e)})") from None
+    if isinstance(obj, dict) and "state_dict" not in obj and _is_state_dict(obj):
+        obj = {"state_dict": obj}
+    if not isinstance(obj, dict) or not _is_state_dict(obj.get("state_dict")):
+        raise CheckpointError(f"checkpoint {path} holds no model state_dict")
+    return obj
+
+
+def _first_line(error):
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
+
+
+def _is_state_dict(obj):
+    return (isinstance(obj, dict) and bool(obj)
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()))
+
+
+def strip_prefix(state_dict):
+    """Drop DataParallel's ``module.`` prefix from every key."""
+    return {k.removeprefix(PREFIX): v for k, v in state_dict.items()}
+
+
+def state_form(state_dict):
+    """``"bits"``, ``"finetune"`` or ``"float"``, read off the parameter names."""
+    if any(k.endswith(".pweight") for k in state_dict):
+        return "bits"
+    if any(k.endswith(".scale") for k in state_dict):
+        return "finetune"
+    return "float"
+
+
+def read_scheme(ckpt):
+    """The checkpoint's ``Nbit_dict`` as ``{layer: [N_w, N_b]}`` with plain ints, or None.
+
+    Bit checkpoints without one get it from their plane counts.
+    """
+    scheme = ckpt.get("Nbit_dict")
+    if isinstance(scheme, dict) and scheme:
+        try:
+            return {k.removeprefix(PREFIX): [int(n) for n in v] + [0] * (2 - len(v))
+                    for k, v in scheme.items()}
+        except (TypeError, ValueError):
+            raise CheckpointError("checkpoint's Nbit_dict is malformed: expected "
+                                  "{layer: [N_weight, N_bias]}") from None
+    state = strip_prefix(ckpt["state_dict"])
+    if state_form(state) != "bits":
+        return None
+    layers = {k[: -len(".pweight")] for k in state if k.endswith(".pweight")}
+    return {name: [state[f"{name}.pweight"].shape[-1],
+                   state[f"{name}.pbias"].shape[-1] if f"{name}.pbias" in state else 0]
+            for name in layers}
+
+
+def describe(state_dict):
+    """``(depth, num_classes)`` of a CIFAR ResNet state dict, read off its keys and shapes."""
+    blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"layer1\.(\d+)\.", k))}
+    fc = next((v for k, v in state_dict.items() if k in ("fc.weight", "fc.pweight")), None)
+    depth = 6 * len(blocks) + 2 if blocks else None
+    return depth, None if fc is None else fc.shape[0]
+
+
+def load_model_state(model, ckpt, path=""):
+    """Load a checkpoint (ours or the release's) into ``model``, in the checkpoint's form.
+
+    The model's quantized layers are first given the checkpoint's form and scheme
+    (``Nbit_dict`` before the state dict, as the release does). Raises ``CheckpointError``
+    naming what does not fit: depth, class count, or missing layers.
+    """
+    state = strip_prefix(ckpt["state_dict"])
+    depth, classes = describe(state)
+    if depth is not None and depth != model.depth:
+        raise CheckpointError(f"checkpoint {path} is a ResNet-{depth}, this run builds "
+                              f"ResNet-{model.depth}: pass --depth {depth}")
+    if classes is not None and classes != model.num_classes:
+        raise CheckpointError(f"checkpoint {path} has {classes} classes, this run's dataset has "
+                              f"{model.num_classes}: pass the matching -d/--dataset")
+    form = state_form(state)
+    scheme = read_scheme(ckpt)
+    if form == "finetune" and scheme is None:
+        raise CheckpointError(f"checkpoint {path} is a finetune model without Nbit_dict")
+    try:
+        model.allocate(form, scheme)
+        model.load_state_dict(state)
+    except (KeyError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {path} does not fit this model: "
+                              f"{_first_line(e).strip(chr(34))}") from None
+    return model

@@ -1,0 +1,69 @@
+"""Straight-through estimators: the weight quantizer Q_N, the activation quantizer and PACT.
+
+Each autograd function's ``backward`` returns exactly one gradient slot per ``forward`` input
+(``None`` for the integer precision arguments).
+"""
+import torch
+
+
+def levels(nbits):
+    """Number of nonzero magnitude steps of an N-bit code: ``2^N - 1``."""
+    return 2 ** nbits - 1
+
+
+class WeightQuant(torch.autograd.Function):
+    """``Q_N(x) = sign(x) * round(|clip(x, -1, 1)| (2^N - 1)) / (2^N - 1)`` with ``dQ/dx = 1``.
+
+    BSQ_METHOD.md, "Bit representation": the forward pass of both the bit representation
+    (``x = sum_i (p_i - n_i) e_i``) and the finetune form (``x = w``). The gradient is passed
+    straight through everywhere, also where ``|x| > 1`` (continuous bits may exceed the range).
+    """
+
+    @staticmethod
+    def forward(ctx, x, nbits):
+        step = levels(nbits)
+        return torch.round(x.clamp(-1.0, 1.0).abs() * step).div_(step) * torch.sign(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+class ActQuant(torch.autograd.Function):
+    """Per-tensor activation quantizer scaled by the batch maximum, gradient straight through.
+
+    BSQ_METHOD.md, "Network": ``S = max|x|``,
+    ``x_q = S * round(|x| (2^a - 1) / S) / (2^a - 1) * sign(x)``. An all-zero tensor maps to zero.
+    ``S`` stays a device tensor, so no host synchronisation happens here.
+    """
+
+    @staticmethod
+    def forward(ctx, x, nbits):
+        step = levels(nbits)
+        s = x.detach().abs().amax().clamp_min(torch.finfo(x.dtype).tiny)  # () per-batch range
+        return s * torch.round(x.abs() * step / s) / step * torch.sign(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+class PACTClip(torch.autograd.Function):
+    """PACT: ``y = clip(x, 0, alpha)`` with a learnable clipping level ``alpha``.
+
+    ``dy/dx = 1`` on ``0 <= x < alpha`` and 0 elsewhere; ``dL/dalpha`` is the sum of the upstream
+    gradients where ``x >= alpha`` (BSQ_METHOD.md, "Network", 1 <= act <= 3).
+    """
+
+    @staticmethod
+    def forward(ctx, x, alpha):
+        ctx.save_for_backward(x, alpha)
+        return torch.minimum(x.clamp(min=0), alpha)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, alpha = ctx.saved_tensors
+        above = x >= alpha
+        grad_x = grad * ((x >= 0) & ~above)
+        grad_alpha = (grad * above).sum().reshape(alpha.shape)
+        return grad_x, grad_alpha
