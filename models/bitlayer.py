@@ -110,7 +110,8 @@ class BitLayer:
         """float -> bits at ``nbits`` (slot -> N), or finetune -> bits exactly (nbits ignored).
 
         From float: ``S = max|W|``, ``R = round(|W| (2^N - 1) / S)``, ``scale = S``
-        (BSQ_METHOD.md, "Float -> bits"); an all-zero tensor gets precision 0.
+        (BSQ_METHOD.md, "Float -> bits"); an all-zero tensor, or precision 0 asked for, gives a
+        zeroed tensor at precision 0.
         From finetune: the code ``round(|clip(w)| (2^N - 1))`` that ``Q_N`` uses, same scale.
         """
         if self.form == "bits":
@@ -119,6 +120,7 @@ class BitLayer:
             if self.form == "float":
                 code, scale = quantize(getattr(self, slot), max(nbits[slot], 1))
                 nb = nbits[slot] if bool(code.any()) else 0
+                code = code if nb else torch.zeros_like(code)
             else:
                 code, scale, nb = self._code(slot), getattr(self, NAMES[slot][2]), self.nbits[slot]
             self._install_code(slot, "bits", code, scale.detach().clone(), nb)

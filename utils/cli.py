@@ -1,0 +1,85 @@
+"""Command-line flags shared by the scripts (the release's names), validation and run setup."""
+import argparse
+import os
+import random
+
+import torch
+
+from .errors import BSQError
+
+DATASETS = {"cifar10": 10, "cifar100": 100}
+
+
+def base_parser(description, epochs, lr, schedule, checkpoint):
+    """The release's flags, with each script's own defaults, plus ``--data-root``/``--loader``."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add("-a", "--arch", default="resnet", choices=["resnet"], help="model architecture")
+    add("--depth", type=int, default=20, help="ResNet depth, 6n+2")
+    add("-d", "--dataset", default="cifar10", choices=list(DATASETS))
+    add("--data-root", default="./data", help="folder holding cifar-10-batches-py/ or cifar-100-python/")
+    add("--loader", default="device", choices=["device", "torchvision"],
+        help="device: the dataset lives on the training device, augmented there; "
+             "torchvision: DataLoader with PIL transforms, the release's data path")
+    add("-j", "--workers", type=int, default=4, help="DataLoader workers (--loader torchvision)")
+    add("--epochs", type=int, default=epochs)
+    add("--start-epoch", type=int, default=0, help="epoch to start at (set by --resume)")
+    add("--train-batch", type=int, default=128)
+    add("--test-batch", type=int, default=100)
+    add("--lr", "--learning-rate", type=float, default=lr)
+    add("--schedule", type=int, nargs="*", default=schedule, help="epochs at which lr *= gamma")
+    add("--gamma", type=float, default=0.1)
+    add("--momentum", type=float, default=0.9)
+    add("--wd", "--weight-decay", type=float, default=1e-4)
+    add("-c", "--checkpoint", default=checkpoint, help="folder for checkpoints and log.txt")
+    add("--resume", default="", help="checkpoint.pth.tar of an interrupted run to continue")
+    add("--model", default="", help="checkpoint to start from")
+    add("--manualSeed", type=int, default=None, help="random seed (random when not given)")
+    add("-e", "--evaluate", action="store_true", help="only evaluate --model")
+    add("--gpu-id", default=None, help="set CUDA_VISIBLE_DEVICES (default: leave it as it is)")
+    add("--act", type=int, default=4, help="activation precision: 0 none, 1-3 PACT, >= 4 ReLU6")
+    return parser
+
+
+def add_bit_args(parser, bin_help):
+    """``--Nbits`` and ``--bin``, the release's bit-representation flags."""
+    parser.add_argument("--Nbits", type=int, default=8, help="weight precision, 1..8")
+    parser.add_argument("--bin", action="store_true", help=bin_help)
+
+
+def check_args(args):
+    """Reject values the method has no meaning for, with the fix in the message."""
+    if args.depth < 8 or (args.depth - 2) % 6:
+        raise BSQError(f"--depth {args.depth} is not 6n+2: use 20, 32, 44, 56 or 110")
+    if not 0 <= args.act <= 8:
+        raise BSQError(f"--act {args.act} is outside 0..8")
+    if not 1 <= getattr(args, "Nbits", 8) <= 8:
+        raise BSQError(f"--Nbits {args.Nbits} is outside 1..8")
+    for flag in ("lr", "decay", "wd", "thre"):
+        if getattr(args, flag, 0) < 0:
+            raise BSQError(f"--{flag} {getattr(args, flag)} is negative")
+    if getattr(args, "Prun_Int", 1) < 1:
+        raise BSQError(f"--Prun_Int {args.Prun_Int} must be at least 1")
+    if args.epochs < 0 or args.train_batch < 1 or args.test_batch < 1:
+        raise BSQError("--epochs, --train-batch and --test-batch must be positive")
+
+
+def setup(args, needs_folder=True):
+    """Seed everything, pick the device, create ``--checkpoint``; returns the device."""
+    if args.gpu_id is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu_id
+    check_args(args)
+    if args.manualSeed is None:
+        args.manualSeed = random.randint(1, 10000)
+    random.seed(args.manualSeed)
+    torch.manual_seed(args.manualSeed)
+    if needs_folder:
+        try:
+            os.makedirs(args.checkpoint, exist_ok=True)
+        except OSError as e:
+            raise BSQError(f"--checkpoint {args.checkpoint} cannot be created ({e.strerror}): "
+                           "pick a writable folder") from None
+        if not os.access(args.checkpoint, os.W_OK):
+            raise BSQError(f"--checkpoint {args.checkpoint} is not writable: pick a writable folder")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

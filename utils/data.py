@@ -1,0 +1,300 @@
+"""CIFAR-10/100 data: reading the official python-version batches and two loaders.
+
+``DeviceLoader`` (the default) keeps a whole split on the training device and does
+random crop + flip + normalisation there, batch-vectorised. ``torchvision_loaders`` is
+the release's exact data path (PIL transforms in DataLoader workers). Both visit the
+samples of an epoch in the same order for the same ``seed`` and epoch.
+"""
+import os
+import pickle
+import socket
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import transforms
+from torchvision.datasets.utils import download_and_extract_archive
+
+from .errors import BSQError
+
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2023, 0.1994, 0.2010)
+PAD = 4  # RandomCrop(32, padding=4)
+DOWNLOAD_TIMEOUT_S = 10
+
+
+class DataError(BSQError):
+    """A data problem the user must fix; the message is one line naming the problem and the fix."""
+
+
+class _Spec(NamedTuple):
+    title: str
+    folder: str
+    train_files: tuple
+    test_files: tuple
+    label_key: str
+    num_classes: int
+    url: str
+    md5: str
+
+
+_SPECS = {
+    "cifar10": _Spec("CIFAR-10", "cifar-10-batches-py",
+                     tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "labels", 10,
+                     "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                     "c58f30108f718f92721af3b95e74349a"),
+    "cifar100": _Spec("CIFAR-100", "cifar-100-python", ("train",), ("test",), "fine_labels", 100,
+                      "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                      "eb9058c3a382ffc7106e4002c42a8d85"),
+}
+
+
+def _spec(name):
+    if name not in _SPECS:
+        raise DataError(f"unknown dataset {name!r}: use cifar10 or cifar100")
+    return _SPECS[name]
+
+
+def _one_line(err):
+    return " ".join(f"{type(err).__name__}: {err}".split())
+
+
+def _download(spec, root, folder):
+    """Fetch and unpack the official archive into ``root``, failing fast when offline."""
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        download_and_extract_archive(spec.url, download_root=root, md5=spec.md5)
+    except Exception as err:
+        raise DataError(f"no {spec.title} data in {folder} and it cannot be downloaded from "
+                        f"{spec.url} ({_one_line(err)}; offline?): put the python-version batches "
+                        f"there or pass --data-root DIR") from err
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+
+
+def _read_batch(path, label_key, num_classes):
+    """One pickled batch -> (data uint8 (n,3,32,32), labels int64 (n,)); DataError if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        data, labels = np.asarray(batch["data"]), np.asarray(batch[label_key])
+    except Exception as err:
+        raise DataError(f"cannot read CIFAR batch {path} ({_one_line(err)}): "
+                        f"replace it with the official file or pass --data-root DIR") from err
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        problem = f"data is {data.dtype} {data.shape}, expected uint8 (N, 3072)"
+    elif labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
+        problem = f"labels are {labels.dtype} {labels.shape}, expected {len(data)} integers"
+    elif len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        problem = f"labels span {labels.min()}..{labels.max()}, expected 0..{num_classes - 1}"
+    else:
+        return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+    raise DataError(f"bad CIFAR batch {path} ({problem}): "
+                    f"replace it with the official file or pass --data-root DIR")
+
+
+def load_cifar(name, root, train, download=True):
+    """Read one split of CIFAR-10 ("cifar10") or CIFAR-100 ("cifar100") from ``root``.
+
+    Expects the official python-version layout (``root/cifar-10-batches-py/data_batch_1..5``,
+    ``test_batch``; ``root/cifar-100-python/train``, ``test``). Batch files are not
+    checksummed, so modified copies are read as they are. Only when the folder is missing and
+    ``download`` is true is the official archive fetched (MD5-checked); a folder that exists
+    is never overwritten, so a missing file in it is an error.
+
+    Returns images uint8 (N, 3, 32, 32) and labels int64 (N,).
+    """
+    spec = _spec(name)
+    folder = os.path.join(root, spec.folder)
+    paths = [os.path.join(folder, f) for f in (spec.train_files if train else spec.test_files)]
+    if not os.path.isdir(folder):
+        if not download:
+            raise DataError(f"no {spec.title} data in {folder} (download disabled): "
+                            f"put the python-version batches there or pass --data-root DIR")
+        _download(spec, root, folder)
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise DataError(f"{spec.title} batch {missing[0]} is missing: "
+                        f"put the python-version batches in {folder} or pass --data-root DIR")
+    batches = [_read_batch(p, spec.label_key, spec.num_classes) for p in paths]
+    images = torch.from_numpy(np.concatenate([b[0] for b in batches]))  # (N, 3, 32, 32) uint8
+    labels = torch.from_numpy(np.concatenate([b[1] for b in batches]))  # (N,) int64
+    return images, labels
+
+
+def _epoch_generator(seed, epoch):
+    """CPU generator for one epoch, so shuffling is identical on every device and loader."""
+    return torch.Generator().manual_seed(seed + epoch)
+
+
+def _shard(n, rank, world_size):
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+    return len(range(rank, n, world_size))
+
+
+def random_crop_flip(x, offsets, flips):
+    """Per-sample random crop of the PAD-zero-padded batch, then optional horizontal flip.
+
+    Same result as torchvision ``RandomCrop(32, padding=4)`` + ``RandomHorizontalFlip()``
+    given the crop's top/left offsets and the flip decisions.
+    x: uint8 (B, C, H, W); offsets: int64 (B, 2) rows/cols in 0..2*PAD; flips: bool (B,).
+    """
+    b, c, h, w = x.shape
+    padded = F.pad(x, (PAD, PAD, PAD, PAD))  # (B, C, H+2P, W+2P), zeros around
+    rows = offsets[:, :1] + torch.arange(h, device=x.device)  # (B, H)
+    cols = offsets[:, 1:] + torch.arange(w, device=x.device)  # (B, W)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)  # (B, W)
+    return padded[torch.arange(b, device=x.device)[:, None, None, None],
+                  torch.arange(c, device=x.device)[None, :, None, None],
+                  rows[:, None, :, None],
+                  cols[:, None, None, :]]  # (B, C, H, W)
+
+
+class DeviceLoader:
+    """Batches of a whole uint8 split kept on ``device``; yields normalised float32 x, int64 y.
+
+    Train: each epoch is one permutation drawn from ``seed + epoch``, with per-sample random
+    crop (4-pixel zero padding) and horizontal flip. Test: fixed order, no augmentation.
+    The last partial batch is kept. With ``world_size > 1`` rank r takes ``order[r::world_size]``
+    of the epoch (augmentation decisions are drawn per epoch position, so every sample gets the
+    same crop/flip whatever the world size). Iterating advances the epoch by one;
+    ``set_epoch(e)`` sets the epoch of the next iteration.
+    """
+
+    def __init__(self, images, labels, batch_size, device, train, seed=0, rank=0, world_size=1):
+        self.device = torch.device(device)
+        self.images = images.to(self.device)  # (N, 3, 32, 32) uint8
+        self.labels = labels.to(self.device)  # (N,) int64
+        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.rank, self.world_size = rank, world_size
+        self.num_samples = _shard(len(labels), rank, world_size)
+        self.epoch = 0
+        self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1)
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return -(-self.num_samples // self.batch_size)
+
+    def __iter__(self):
+        n, shard = len(self.labels), slice(self.rank, None, self.world_size)
+        if self.train:
+            g = _epoch_generator(self.seed, self.epoch)
+            order = torch.randperm(n, generator=g)  # (N,)
+            offsets = torch.randint(0, 2 * PAD + 1, (n, 2), generator=g)  # (N, 2) top, left
+            flips = torch.rand(n, generator=g) < 0.5  # (N,)
+            per_sample = (order, offsets, flips)
+        else:
+            per_sample = (torch.arange(n),)
+        self.epoch += 1
+        batches = zip(*(t[shard].to(self.device).split(self.batch_size) for t in per_sample))
+        for idx, *augment in batches:
+            x = self.images[idx]  # (B, 3, 32, 32) uint8
+            if augment:
+                x = random_crop_flip(x, *augment)
+            yield x.float().div_(255).sub_(self.mean).div_(self.std), self.labels[idx]
+
+
+class _ShardSampler(Sampler):
+    """Indices ``order[rank::world_size]``, order a permutation from ``seed + epoch`` or 0..N-1."""
+
+    def __init__(self, n, shuffle, seed=0, rank=0, world_size=1):
+        self.n, self.shuffle, self.seed = n, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.num_samples = _shard(n, rank, world_size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.num_samples
+
+    def __iter__(self):
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=_epoch_generator(self.seed, self.epoch))
+        else:
+            order = torch.arange(self.n)
+        self.epoch += 1
+        return iter(order[self.rank::self.world_size].tolist())
+
+
+class _ImageDataset(Dataset):
+    """uint8 (N, 3, 32, 32) images and labels as (PIL image, int) pairs, like torchvision's CIFAR10."""
+
+    def __init__(self, images, labels, transform):
+        self.images = images.permute(0, 2, 3, 1).contiguous().numpy()  # (N, 32, 32, 3) uint8
+        self.labels = labels.tolist()
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
+
+
+def torchvision_loaders(train_images, train_labels, test_images, test_labels, train_batch,
+                        test_batch, workers=2, seed=0, rank=0, world_size=1, pin_memory=False):
+    """The release's exact data path: DataLoaders with PIL transforms; they yield CPU tensors.
+
+    Shuffling and sharding follow ``DeviceLoader`` (same order for the same seed and epoch;
+    ``loader.sampler.set_epoch``); crop/flip draws come from the workers' torch RNG.
+    """
+    normalize = [transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
+    augment = [transforms.RandomCrop(32, padding=PAD), transforms.RandomHorizontalFlip()]
+    train_tf = transforms.Compose(augment + normalize)
+    splits = [(train_images, train_labels, train_tf, train_batch, True),
+              (test_images, test_labels, transforms.Compose(normalize), test_batch, False)]
+    return tuple(
+        DataLoader(_ImageDataset(images, labels, tf), batch_size=batch,
+                   sampler=_ShardSampler(len(labels), shuffle, seed, rank, world_size),
+                   num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory,
+                   generator=torch.Generator().manual_seed(seed))
+        for images, labels, tf, batch, shuffle in splits)
+
+
+class _OnDevice:
+    """Wraps a DataLoader so batches arrive on ``device`` like DeviceLoader's."""
+
+    def __init__(self, loader, device):
+        self.loader, self.device = loader, torch.device(device)
+
+    def set_epoch(self, epoch):
+        self.loader.sampler.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def build_loaders(dataset, root, train_batch, test_batch, device, loader="device", workers=2,
+                  seed=0, rank=0, world_size=1, download=True):
+    """Train and test loaders yielding (x float32 (B,3,32,32), y int64 (B,)) on ``device``.
+
+    ``loader`` is "device" (DeviceLoader) or "torchvision" (the release's DataLoader path).
+    Returns (train_loader, test_loader, num_classes); both loaders have ``set_epoch``.
+    """
+    if loader not in ("device", "torchvision"):
+        raise DataError(f"unknown loader {loader!r}: use --loader device or --loader torchvision")
+    num_classes = _spec(dataset).num_classes
+    train = load_cifar(dataset, root, True, download)
+    test = load_cifar(dataset, root, False, download)
+    if loader == "device":
+        return (DeviceLoader(*train, train_batch, device, True, seed, rank, world_size),
+                DeviceLoader(*test, test_batch, device, False, seed, rank, world_size),
+                num_classes)
+    pin = torch.device(device).type == "cuda"
+    train_loader, test_loader = torchvision_loaders(*train, *test, train_batch, test_batch, workers,
+                                                    seed, rank, world_size, pin)
+    return _OnDevice(train_loader, device), _OnDevice(test_loader, device), num_classes

@@ -1,0 +1,156 @@
+"""The training and evaluation loop shared by every script.
+
+``train_one_epoch`` and ``evaluate`` are the step loops; ``fit`` runs the epochs around them
+(learning-rate schedule, logging, checkpoints) with an optional ``before_epoch`` hook, which BSQ
+uses for re-quantization. Statistics are accumulated on the device and read back once per epoch
+(and every ``PROGRESS_EVERY`` steps for the progress bar), so the step makes no host sync.
+"""
+import math
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .checkpoint import checkpoint_state, save_checkpoint
+from .errors import BSQError
+from .logs import TSVLog, epoch_line
+
+PROGRESS_EVERY = 20
+
+
+class NonFiniteLoss(BSQError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def unwrap(model):
+    """The ``BitModel`` inside a (Distributed)DataParallel wrapper, or the model itself."""
+    return getattr(model, "module", model)
+
+
+def lr_at(epoch, base_lr, schedule, gamma):
+    """Step schedule: ``base_lr * gamma^k`` with k the milestones in ``schedule`` reached."""
+    return base_lr * gamma ** sum(epoch >= m for m in schedule)
+
+
+def make_optimizer(model, args):
+    """SGD with momentum and weight decay over all parameters, as in the release."""
+    return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                           weight_decay=args.wd)
+
+
+def train_one_epoch(model, loader, optimizer, decay=0.0, desc="train"):
+    """One epoch of ``CE + decay * B/TP``, each step followed by the method's clamp.
+
+    Returns ``{"loss", "reg", "acc"}``: mean cross-entropy, mean regularizer ``B/TP`` (0 when
+    ``decay`` is 0) and training accuracy in percent.
+    """
+    model.train()
+    bsq = unwrap(model)
+    device = next(model.parameters()).device
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # ce, reg, correct, count
+    bar = tqdm(loader, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+    for step, (x, y) in enumerate(bar):
+        logits = model(x)
+        ce = F.cross_entropy(logits, y)
+        reg = bsq.regularizer() if decay else torch.zeros((), device=device)
+        loss = ce + decay * reg
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bsq.clamp_()
+        n = y.numel()
+        totals += torch.stack([ce.detach() * n, reg.detach() * n,
+                               (logits.argmax(1) == y).sum(), torch.tensor(n, device=device)])
+        if step % PROGRESS_EVERY == 0:
+            ce_sum, _, correct, count = totals.tolist()
+            bar.set_postfix(loss=f"{ce_sum / count:.3f}", acc=f"{100 * correct / count:.2f}")
+    ce_sum, reg_sum, correct, count = totals.tolist()
+    if not math.isfinite(ce_sum + reg_sum):
+        raise NonFiniteLoss("the training loss became non-finite: lower --lr (or --decay); "
+                            "the last good checkpoint is kept")
+    return {"loss": ce_sum / count, "reg": reg_sum / count, "acc": 100 * correct / count}
+
+
+@torch.no_grad()
+def evaluate(model, loader, desc="test"):
+    """Test loss and accuracy (percent) of ``model`` in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
+    for x, y in tqdm(loader, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True):
+        logits = model(x)
+        totals += torch.stack([F.cross_entropy(logits, y, reduction="sum"),
+                               (logits.argmax(1) == y).sum(), torch.tensor(y.numel(), device=device)])
+    loss, correct, count = totals.tolist()
+    return {"loss": loss / count, "acc": 100 * correct / count}
+
+
+def rng_state():
+    """Every random generator's state, so that a resumed run continues the same stream."""
+    _, keys, pos, _, _ = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": torch.from_numpy(np.append(keys, pos).astype(np.int64)),
+             "python": torch.tensor(random.getstate()[1], dtype=torch.int64)}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    keys = state["numpy"].numpy()
+    np.random.set_state(("MT19937", keys[:-1].astype(np.uint32), int(keys[-1]), 0, 0.0))
+    random.setstate((3, tuple(int(v) for v in state["python"]), None))
+    if torch.cuda.is_available() and "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def fit(model, train_loader, test_loader, args, *, decay=0.0, before_epoch=None, resume=None):
+    """Epochs ``args.start_epoch .. args.epochs - 1``: set the lr, train, test, log, checkpoint.
+
+    ``before_epoch(epoch)`` runs first in every epoch; when it returns True the parameter shapes
+    changed and the optimizer is rebuilt (momentum restarts). Each epoch writes
+    ``checkpoint.pth.tar`` (for ``--resume``) and, on a new best test accuracy,
+    ``model_best.pth.tar`` into ``args.checkpoint``, and appends a row to ``log.txt``.
+    ``resume`` is a loaded checkpoint whose optimizer, best accuracy and RNG state continue.
+    Returns the last epoch's test statistics and the best test accuracy.
+    """
+    bsq = unwrap(model)
+    optimizer = make_optimizer(model, args)
+    best_acc = 0.0
+    if resume is not None:
+        if resume.get("optimizer"):
+            optimizer.load_state_dict(resume["optimizer"])
+        best_acc = resume.get("best_acc") or 0.0
+        if "rng" in resume:
+            set_rng_state(resume["rng"])
+    log = TSVLog(os.path.join(args.checkpoint, "log.txt"), append=resume is not None)
+    test = {"acc": None}
+    for epoch in range(args.start_epoch, args.epochs):
+        if before_epoch is not None and before_epoch(epoch):
+            optimizer = make_optimizer(model, args)
+        lr = lr_at(epoch, args.lr, args.schedule, args.gamma)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        train_loader.set_epoch(epoch)
+        start = time.perf_counter()
+        train = train_one_epoch(model, train_loader, optimizer, decay, desc=f"epoch {epoch + 1}")
+        test = evaluate(model, test_loader)
+        seconds = time.perf_counter() - start
+        best_acc = max(best_acc, test["acc"])
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
+               "reg": train["reg"], "test_loss": test["loss"], "test_acc": test["acc"],
+               "comp": bsq.compression(), "avg_bits": bsq.avg_bits(), "seconds": seconds}
+        state = checkpoint_state(bsq, epoch + 1, test["acc"], best_acc, optimizer, args,
+                                 rng=rng_state())
+        save_checkpoint(state, os.path.join(args.checkpoint, "checkpoint.pth.tar"))
+        if test["acc"] == best_acc:
+            save_checkpoint(state, os.path.join(args.checkpoint, "model_best.pth.tar"))
+        log.append(row)
+        print(epoch_line(row, args.epochs), flush=True)
+    return test, best_acc
