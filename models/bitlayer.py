@@ -129,6 +129,8 @@ class BitLayer:
     @torch.no_grad()
     def to_finetune_(self):
         """bits -> finetune: drop all-zero planes (re-quantize at t = 0), then ``w = c / (2^N-1)``."""
+        if self.form == "finetune":
+            return
         self.requantize_(0.0)
         for slot in self.slots:
             scale = getattr(self, NAMES[slot][2]).detach().clone()
@@ -146,6 +148,7 @@ class BitLayer:
     @torch.no_grad()
     def requantize_(self, thre=0.0):
         """Re-quantize the bit planes and drop planes (BSQ_METHOD.md steps 1-2). Bits form only."""
+        assert self.form == "bits", "re-quantization needs the bit representation"
         for slot in self.slots:
             p_name, n_name, s_name = NAMES[slot]
             p, n, scale, nb = requantize(getattr(self, p_name), getattr(self, n_name),
