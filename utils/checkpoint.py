@@ -15,6 +15,8 @@ import torch
 from .errors import BSQError
 
 PREFIX = "module."
+FIELDS = {"epoch": int, "acc": (int, float), "best_acc": (int, float), "optimizer": dict,
+          "Nbit_dict": dict, "arch": dict, "args": dict, "rng": dict}  # optional, checked when set
 
 
 class CheckpointError(BSQError):
@@ -92,6 +94,11 @@ def load_checkpoint(path):
         obj = {"state_dict": obj}
     if not isinstance(obj, dict) or not _is_state_dict(obj.get("state_dict")):
         raise CheckpointError(f"checkpoint {path} holds no model state_dict")
+    for field, types in FIELDS.items():
+        if obj.get(field) is not None and not isinstance(obj[field], types):
+            raise CheckpointError(f"checkpoint {path} has a malformed {field!r} field "
+                                  f"({type(obj[field]).__name__}): it is not a checkpoint of "
+                                  "these scripts or the release")
     return obj
 
 
@@ -127,11 +134,15 @@ def read_scheme(ckpt):
     scheme = ckpt.get("Nbit_dict")
     if isinstance(scheme, dict) and scheme:
         try:
-            return {k.removeprefix(PREFIX): [int(n) for n in v] + [0] * (2 - len(v))
-                    for k, v in scheme.items()}
-        except (TypeError, ValueError):
-            raise CheckpointError("checkpoint's Nbit_dict is malformed: expected "
-                                  "{layer: [N_weight, N_bias]}") from None
+            scheme = {k.removeprefix(PREFIX): [int(n) for n in v] + [0] * (2 - len(v))
+                      for k, v in scheme.items()}
+        except (TypeError, ValueError, AttributeError):
+            scheme = None
+        if scheme is None or not all(len(v) == 2 and 0 <= min(v) and max(v) <= 8
+                                     for v in scheme.values()):
+            raise CheckpointError("the checkpoint's Nbit_dict is malformed: expected "
+                                  "{layer: [N_weight, N_bias]} with precisions 0..8")
+        return scheme
     state = strip_prefix(ckpt["state_dict"])
     if state_form(state) != "bits":
         return None
@@ -164,6 +175,11 @@ def load_model_state(model, ckpt, path=""):
     if classes is not None and classes != model.num_classes:
         raise CheckpointError(f"checkpoint {path} has {classes} classes, this run's dataset has "
                               f"{model.num_classes}: pass the matching -d/--dataset")
+    pact = any(k.endswith(".alpha") for k in state)
+    if pact != (model.act <= 3):
+        act = (ckpt.get("arch") or {}).get("act", "1..3" if pact else "4..8 (default 4)")
+        raise CheckpointError(f"checkpoint {path} was trained with {'PACT' if pact else 'ReLU6'} "
+                              f"activations, this run uses --act {model.act}: pass --act {act}")
     form = state_form(state)
     scheme = read_scheme(ckpt)
     if form == "finetune" and scheme is None:

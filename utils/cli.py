@@ -5,15 +5,22 @@ import random
 
 import torch
 
+from .checkpoint import load_checkpoint
 from .errors import BSQError
 
 DATASETS = {"cifar10": 10, "cifar100": 100}
 
 
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line on stderr (exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def base_parser(description, epochs, lr, schedule, checkpoint):
     """The release's flags, with each script's own defaults, plus ``--data-root``/``--loader``."""
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add("-a", "--arch", default="resnet", choices=["resnet"], help="model architecture")
     add("--depth", type=int, default=20, help="ResNet depth, 6n+2")
@@ -35,7 +42,10 @@ def base_parser(description, epochs, lr, schedule, checkpoint):
     add("-c", "--checkpoint", default=checkpoint, help="folder for checkpoints and log.txt")
     add("--resume", default="", help="checkpoint.pth.tar of an interrupted run to continue")
     add("--model", default="", help="checkpoint to start from")
-    add("--manualSeed", type=int, default=None, help="random seed (random when not given)")
+    add("--manualSeed", type=int, default=None,
+        help="random seed (random when not given; --resume reuses the interrupted run's)")
+    add("--deterministic", action="store_true",
+        help="deterministic kernels: bit-identical reruns on the CPU, deterministic CUDA kernels")
     add("-e", "--evaluate", action="store_true", help="only evaluate --model")
     add("--gpu-id", default=None, help="set CUDA_VISIBLE_DEVICES (default: leave it as it is)")
     add("--act", type=int, default=4, help="activation precision: 0 none, 1-3 PACT, >= 4 ReLU6")
@@ -70,8 +80,14 @@ def setup(args, needs_folder=True):
     if args.gpu_id is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu_id
     check_args(args)
+    if args.manualSeed is None and args.resume:
+        args.manualSeed = (load_checkpoint(args.resume).get("args") or {}).get("manualSeed")
     if args.manualSeed is None:
         args.manualSeed = random.randint(1, 10000)
+    if args.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     random.seed(args.manualSeed)
     torch.manual_seed(args.manualSeed)
     if needs_folder:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .checkpoint import checkpoint_state, save_checkpoint
+from .checkpoint import CheckpointError, checkpoint_state, save_checkpoint
 from .errors import BSQError
 from .logs import TSVLog, epoch_line
 
@@ -124,12 +124,17 @@ def fit(model, train_loader, test_loader, args, *, decay=0.0, before_epoch=None,
     optimizer = make_optimizer(model, args)
     best_acc = 0.0
     if resume is not None:
-        if resume.get("optimizer"):
-            optimizer.load_state_dict(resume["optimizer"])
+        try:
+            if resume.get("optimizer"):
+                optimizer.load_state_dict(resume["optimizer"])
+            if resume.get("rng"):
+                set_rng_state(resume["rng"])
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
+            raise CheckpointError(f"--resume {args.resume}: its optimizer or RNG state does not fit "
+                                  f"this run ({type(e).__name__}): resume with the same flags") from None
         best_acc = resume.get("best_acc") or 0.0
-        if "rng" in resume:
-            set_rng_state(resume["rng"])
-    log = TSVLog(os.path.join(args.checkpoint, "log.txt"), append=resume is not None)
+    log = TSVLog(os.path.join(args.checkpoint, "log.txt"),
+                 resume_epoch=None if resume is None else args.start_epoch)
     test = {"acc": None}
     for epoch in range(args.start_epoch, args.epochs):
         if before_epoch is not None and before_epoch(epoch):
@@ -148,9 +153,11 @@ def fit(model, train_loader, test_loader, args, *, decay=0.0, before_epoch=None,
                "comp": bsq.compression(), "avg_bits": bsq.avg_bits(), "seconds": seconds}
         state = checkpoint_state(bsq, epoch + 1, test["acc"], best_acc, optimizer, args,
                                  rng=rng_state())
-        save_checkpoint(state, os.path.join(args.checkpoint, "checkpoint.pth.tar"))
         if test["acc"] == best_acc:
             save_checkpoint(state, os.path.join(args.checkpoint, "model_best.pth.tar"))
         log.append(row)
+        # Written last: a run killed before this line resumes from the previous epoch and
+        # redoes this one, rewriting model_best and this log row identically.
+        save_checkpoint(state, os.path.join(args.checkpoint, "checkpoint.pth.tar"))
         print(epoch_line(row, args.epochs), flush=True)
     return test, best_acc

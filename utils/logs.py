@@ -7,13 +7,20 @@ COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "reg", "test_loss", "test_a
 
 
 class TSVLog:
-    """``log.txt``: a tab-separated table with one row per epoch (appended on resume)."""
+    """``log.txt``: a tab-separated table with one row per epoch.
 
-    def __init__(self, path, append=False):
+    ``resume_epoch`` continues an interrupted run's table: rows up to that epoch are kept and
+    later ones (an epoch logged before its checkpoint was committed) are dropped.
+    """
+
+    def __init__(self, path, resume_epoch=None):
         self.path = path
-        if not (append and os.path.exists(path)):
-            with open(path, "w") as f:
-                f.write("\t".join(COLUMNS) + "\n")
+        rows = []
+        if resume_epoch is not None and os.path.exists(path):
+            with open(path) as f:
+                rows = [r for r in f.read().splitlines()[1:] if int(r.split("\t")[0]) <= resume_epoch]
+        with open(path, "w") as f:
+            f.write("".join(r + "\n" for r in ["\t".join(COLUMNS), *rows]))
 
     def append(self, row):
         with open(self.path, "a") as f:

@@ -1,0 +1,102 @@
+"""A run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run (CPU)."""
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from utils.checkpoint import load_checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAULTS = os.path.join(REPO, "tests", "faults.py")
+
+
+def run(cwd, script, args, faults=(), expect=0):
+    cmd = [sys.executable, FAULTS, *faults] if faults else [sys.executable]
+    proc = subprocess.run([*cmd, os.path.join(REPO, script), *args.split()], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == expect, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def assert_same_model(a, b):
+    a, b = load_checkpoint(a), load_checkpoint(b)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert a.get("Nbit_dict") == b.get("Nbit_dict")
+    assert (a["epoch"], a["acc"], a["best_acc"]) == (b["epoch"], b["acc"], b["best_acc"])
+
+
+def log_epochs(folder):
+    with open(os.path.join(folder, "log.txt")) as f:
+        return [int(r.split("\t")[0]) for r in f.read().splitlines()[1:]]
+
+
+@pytest.fixture(scope="module")
+def start(tmp_path_factory, cifar10_root):
+    """An 8-bit ResNet-8 to start BSQ from, and the flags every run shares."""
+    cwd = tmp_path_factory.mktemp("resume")
+    common = f"--depth 8 --data-root {cifar10_root} --manualSeed 3 --deterministic --train-batch 64"
+    run(cwd, "cifar_train.py", f"{common} --epochs 1 --checkpoint float")
+    run(cwd, "convert.py", f"{common} --model float/model_best.pth.tar --checkpoint start")
+    return cwd, common
+
+
+BSQ = "--epochs 4 --Prun_Int 2 --decay 3 --L1 --bin --model start/model_best.pth.tar"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(start):
+    cwd, common = start
+    run(cwd, "cifar_prune_STE.py", f"{common} {BSQ} --checkpoint straight")
+    return cwd, common
+
+
+@pytest.mark.parametrize("name,faults", [
+    ("mid_interval", ("--kill-epoch", "2", "--kill-step", "2")),  # inside the first Prun_Int interval
+    ("late_interval", ("--kill-epoch", "4", "--kill-step", "1")),  # after the re-quantization at 2
+    ("during_save", ("--kill-save", "5")),  # tearing a checkpoint write in epoch 2 or 3
+])
+def test_bsq_resume_after_sigkill_is_bit_identical(uninterrupted, name, faults):
+    cwd, common = uninterrupted
+    folder = f"killed_{name}"
+    run(cwd, "cifar_prune_STE.py", f"{common} {BSQ} --checkpoint {folder}", faults,
+        expect=-signal.SIGKILL)
+    survivor = load_checkpoint(os.path.join(cwd, folder, "checkpoint.pth.tar"))  # still loadable
+    assert survivor["epoch"] < 4
+    run(cwd, "cifar_prune_STE.py",
+        f"{common} {BSQ} --checkpoint {folder} --resume {folder}/checkpoint.pth.tar")
+    assert_same_model(os.path.join(cwd, "straight", "checkpoint.pth.tar"),
+                      os.path.join(cwd, folder, "checkpoint.pth.tar"))
+    assert_same_model(os.path.join(cwd, "straight", "model_best.pth.tar"),
+                      os.path.join(cwd, folder, "model_best.pth.tar"))
+    assert log_epochs(os.path.join(cwd, folder)) == [1, 2, 3, 4]
+
+
+FT = "--epochs 3 --lr 0.01 --schedule 2 --bin --model straight/checkpoint.pth.tar"
+
+
+@pytest.mark.parametrize("faults", [("--kill-epoch", "2", "--kill-step", "1"), ("--kill-save", "3")])
+def test_finetune_resume_after_sigkill_is_bit_identical(uninterrupted, faults):
+    cwd, common = uninterrupted
+    folder = f"ft_killed_{faults[0].strip('-')}"
+    if not os.path.exists(os.path.join(cwd, "ft_straight")):
+        run(cwd, "cifar_finetune.py", f"{common} {FT} --checkpoint ft_straight")
+    run(cwd, "cifar_finetune.py", f"{common} {FT} --checkpoint {folder}", faults,
+        expect=-signal.SIGKILL)
+    run(cwd, "cifar_finetune.py",
+        f"{common} {FT} --checkpoint {folder} --resume {folder}/checkpoint.pth.tar")
+    for name in ("best_bin.pth.tar", "best_float.pth.tar", "checkpoint.pth.tar"):
+        assert_same_model(os.path.join(cwd, "ft_straight", name), os.path.join(cwd, folder, name))
+    assert log_epochs(os.path.join(cwd, folder)) == [1, 2, 3]
+
+
+def test_deterministic_reruns_are_bit_identical(uninterrupted):
+    cwd, common = uninterrupted
+    run(cwd, "cifar_prune_STE.py", f"{common} {BSQ} --epochs 2 --checkpoint again_a")
+    run(cwd, "cifar_prune_STE.py", f"{common} {BSQ} --epochs 2 --checkpoint again_b")
+    assert_same_model(os.path.join(cwd, "again_a", "checkpoint.pth.tar"),
+                      os.path.join(cwd, "again_b", "checkpoint.pth.tar"))
