@@ -13,8 +13,7 @@ import os
 
 from models import load_model
 from utils.checkpoint import checkpoint_state, save_checkpoint
-from utils.cli import DATASETS, add_bit_args, base_parser, setup
-from utils.data import build_loaders
+from utils.cli import DATASETS, add_bit_args, base_parser, loaders, setup
 from utils.engine import evaluate, fit
 from utils.errors import BSQError, run_main
 from utils.logs import scheme_report, summary
@@ -46,9 +45,7 @@ def main(args):
     if not path:
         raise BSQError("cifar_finetune.py needs --model (or --resume): the checkpoint to use")
     num_classes = DATASETS[args.dataset]
-    train_loader, test_loader, _ = build_loaders(
-        args.dataset, args.data_root, args.train_batch, args.test_batch, device, args.loader,
-        args.workers, args.manualSeed)
+    train_loader, test_loader, _ = loaders(args, device)
     model, ckpt = load_model(path, args, num_classes)
     check_form(model, args, path)
     model.to(device)
@@ -64,7 +61,7 @@ def main(args):
 
     resume = None
     if args.resume:
-        resume, args.start_epoch = ckpt, ckpt.get("epoch", 0)
+        resume = ckpt
     elif model.form == "float":
         model.to_bits_(args.Nbits)
     model.to_finetune_()

@@ -9,8 +9,7 @@ import os
 
 from models import build_model, load_model
 from utils.checkpoint import checkpoint_state, save_checkpoint
-from utils.cli import DATASETS, add_bit_args, base_parser, setup
-from utils.data import build_loaders
+from utils.cli import DATASETS, add_bit_args, base_parser, loaders, setup
 from utils.engine import evaluate, fit, rng_state
 from utils.errors import run_main
 from utils.logs import scheme_report, summary
@@ -33,14 +32,12 @@ def get_args_parser():
 def main(args):
     device = setup(args)
     num_classes = DATASETS[args.dataset]
-    train_loader, test_loader, _ = build_loaders(
-        args.dataset, args.data_root, args.train_batch, args.test_batch, device, args.loader,
-        args.workers, args.manualSeed)
+    train_loader, test_loader, _ = loaders(args, device)
     resume = None
     if args.resume or args.model:
         model, ckpt = load_model(args.resume or args.model, args, num_classes)
         if args.resume:
-            resume, args.start_epoch = ckpt, ckpt.get("epoch", 0)
+            resume = ckpt
         if model.form == "float":
             print(f"--model is a float model: converting it to {args.Nbits} bits", flush=True)
     else:

@@ -5,8 +5,7 @@
 import os
 
 from models import build_model, load_model
-from utils.cli import DATASETS, base_parser, setup
-from utils.data import build_loaders
+from utils.cli import DATASETS, base_parser, loaders, setup
 from utils.engine import evaluate, fit
 from utils.errors import BSQError, run_main
 from utils.logs import summary
@@ -20,9 +19,7 @@ def get_args_parser():
 def main(args):
     device = setup(args, needs_folder=not args.evaluate)
     num_classes = DATASETS[args.dataset]
-    train_loader, test_loader, _ = build_loaders(
-        args.dataset, args.data_root, args.train_batch, args.test_batch, device, args.loader,
-        args.workers, args.manualSeed)
+    train_loader, test_loader, _ = loaders(args, device)
     resume = None
     if args.resume or args.model:
         model, ckpt = load_model(args.resume or args.model, args, num_classes)
@@ -30,7 +27,7 @@ def main(args):
             raise BSQError(f"{args.resume or args.model} is a {model.form} model; "
                            "cifar_train.py trains float models (use cifar_finetune.py)")
         if args.resume:
-            resume, args.start_epoch = ckpt, ckpt.get("epoch", 0)
+            resume = ckpt
     else:
         model = build_model(args, num_classes)
     model.to(device)

@@ -7,8 +7,7 @@ import os
 
 from models import load_model
 from utils.checkpoint import checkpoint_state, load_checkpoint, read_scheme, save_checkpoint
-from utils.cli import DATASETS, add_bit_args, base_parser, setup
-from utils.data import build_loaders
+from utils.cli import DATASETS, add_bit_args, base_parser, loaders, setup
 from utils.engine import evaluate
 from utils.errors import BSQError, run_main
 from utils.logs import scheme_report, summary
@@ -27,9 +26,7 @@ def main(args):
     if not args.model:
         raise BSQError("convert.py needs --model: the float checkpoint to convert")
     num_classes = DATASETS[args.dataset]
-    _, test_loader, _ = build_loaders(args.dataset, args.data_root, args.train_batch,
-                                      args.test_batch, device, args.loader, args.workers,
-                                      args.manualSeed)
+    _, test_loader, _ = loaders(args, device)
     model, ckpt = load_model(args.model, args, num_classes)
     if model.form != "float":
         raise BSQError(f"--model {args.model} is already a {model.form} model: give a float one")

@@ -41,12 +41,21 @@ class BitLayer:
 
     # -- forward ---------------------------------------------------------------------------
     def quantized(self, slot):
-        """The tensor the forward pass uses for ``slot`` (None when the layer has no such slot)."""
+        """The tensor the forward pass uses for ``slot`` (None when the layer has no such slot).
+
+        Built in fp32 even under autocast: the plane arithmetic and ``Q_N`` need exact levels.
+        """
         if slot not in self.slots:
             return None
         if self.form == "float":
             return getattr(self, slot)
-        nbits, scale = self.nbits[slot], getattr(self, NAMES[slot][2])
+        scale = getattr(self, NAMES[slot][2])
+        with torch.autocast(scale.device.type, enabled=False):
+            return self._build(slot, scale)
+
+    def _build(self, slot, scale):
+        """``scale * Q_N(w)`` with w from the planes (bits form) or the finetune weight."""
+        nbits = self.nbits[slot]
         if nbits == 0:
             return scale.new_zeros(self.shapes[slot])
         if self.form == "bits":
@@ -57,12 +66,16 @@ class BitLayer:
         return WeightQuant.apply(w, nbits) * scale
 
     # -- parameter bookkeeping --------------------------------------------------------------
-    def _install(self, slot, tensors):
-        """Replace ``slot``'s parameters, whatever their form, by ``tensors`` (name -> tensor)."""
+    def _install(self, slot, tensors, trainable=True):
+        """Replace ``slot``'s parameters, whatever their form, by ``tensors`` (name -> tensor).
+
+        A precision-0 tensor is installed frozen (``trainable=False``): it gets no gradient, so
+        optimizers and DistributedDataParallel leave it alone.
+        """
         for name in (slot, *NAMES[slot]):
             self._parameters.pop(name, None)
         for name, tensor in tensors.items():
-            self.register_parameter(name, nn.Parameter(tensor.contiguous()))
+            self.register_parameter(name, nn.Parameter(tensor.contiguous(), trainable))
         if slot not in tensors:
             self.register_parameter(slot, None)
 
@@ -72,10 +85,10 @@ class BitLayer:
         self.nbits[slot] = nbits
         if form == "bits":
             p, n = encode(code, max(nbits, 1), dtype=scale.dtype)
-            self._install(slot, {p_name: p, n_name: n, s_name: scale})
+            self._install(slot, {p_name: p, n_name: n, s_name: scale}, nbits > 0)
         else:
             w = (code.double() / levels(max(nbits, 1))).to(scale.dtype)
-            self._install(slot, {slot: w, s_name: scale})
+            self._install(slot, {slot: w, s_name: scale}, nbits > 0)
 
     def _code(self, slot):
         """Integer code of ``slot`` in bits or finetune form (what ``Q_N`` sees in the forward)."""
@@ -101,7 +114,7 @@ class BitLayer:
             else:
                 tensors = {slot: ref.new_zeros(shape), s_name: ref.new_zeros(1)}
             self.nbits[slot] = nb
-            self._install(slot, tensors)
+            self._install(slot, tensors, form == "float" or nb > 0)
         self.form = form
 
     # -- conversions between forms ------------------------------------------------------------
@@ -154,7 +167,7 @@ class BitLayer:
             p, n, scale, nb = requantize(getattr(self, p_name), getattr(self, n_name),
                                          getattr(self, s_name), self.nbits[slot], thre)
             self.nbits[slot] = nb
-            self._install(slot, {p_name: p, n_name: n, s_name: scale})
+            self._install(slot, {p_name: p, n_name: n, s_name: scale}, nb > 0)
 
     # -- what the model-level code reads ------------------------------------------------------
     def precision(self):

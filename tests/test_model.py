@@ -85,7 +85,7 @@ def test_precision_zero_layer_outputs_zero_and_stays_zero(images):
     assert conv.precision() == [0, 0] and conv.pweight.shape[-1] == 1
     assert torch.equal(conv.quantized("weight"), torch.zeros_like(conv.quantized("weight")))
     model(images).sum().backward()
-    assert conv.pweight.grad is None
+    assert conv.pweight.grad is None and not conv.pweight.requires_grad
     total, bits = model.size()
     assert bits == 8 * (total - conv.pweight.numel())
     model.to_finetune_()
@@ -127,3 +127,19 @@ def test_bsq_training_step_and_regrowth():
     assert model.conv1.nbits["weight"] == 5
     for name, m in model.quant_layers():
         assert torch.all((m.quantized("weight") - before[name]).abs() <= steps[name] / 2 + 1e-6)
+
+
+def test_autocast_keeps_the_quantizers_in_fp32(images):
+    torch.manual_seed(0)
+    model = resnet(depth=8).to_bits_(4).eval()
+    expected = {name: m.quantized("weight") for name, m in model.quant_layers()}
+    with torch.autocast("cpu", torch.bfloat16):
+        for name, m in model.quant_layers():
+            built = m.quantized("weight")
+            assert built.dtype == torch.float32 and torch.equal(built, expected[name])
+        x = torch.rand(2, 16, 8, 8).to(torch.bfloat16) * 5
+        out = model.layer1[0].relu1(x)
+        assert out.dtype == torch.float32
+        assert out.unique().numel() <= 16  # exactly the 4-bit levels of the fp32 quantizer
+        logits = model(images)
+    assert logits.shape == (6, 10) and torch.isfinite(logits).all()

@@ -12,6 +12,7 @@ import zipfile
 
 import torch
 
+from .distributed import is_main
 from .errors import BSQError
 
 PREFIX = "module."
@@ -27,7 +28,10 @@ def save_checkpoint(state, path):
     """Write ``state`` to ``path`` atomically: temp file in the same folder, fsync, rename.
 
     A crash at any moment leaves either the previous file or the new one, never a torn one.
+    Under torchrun only rank 0 writes.
     """
+    if not is_main():
+        return
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth.tar", dir=folder)
     try:
@@ -77,15 +81,18 @@ def load_checkpoint(path):
 
     Raises ``CheckpointError`` (one line) for a missing, truncated, foreign or unsafe file.
     """
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path} is a folder: give the .pth.tar file in it")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist: check the path")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        if "Unsupported global" in str(e) or "GLOBAL" in str(e):
             raise CheckpointError(f"checkpoint {path} needs arbitrary code to unpickle and was "
                                   "refused: only tensors and plain containers are loaded") from None
-        raise CheckpointError(f"checkpoint {path} is corrupt ({_first_line(e)})") from None
+        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint, or is "
+                              "corrupt") from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError,
             AttributeError, TypeError, IndexError, UnicodeDecodeError) as e:
         raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint, or is "

@@ -5,7 +5,9 @@ import random
 
 import torch
 
+from . import distributed
 from .checkpoint import load_checkpoint
+from .data import build_loaders
 from .errors import BSQError
 
 DATASETS = {"cifar10": 10, "cifar100": 100}
@@ -49,6 +51,11 @@ def base_parser(description, epochs, lr, schedule, checkpoint):
     add("-e", "--evaluate", action="store_true", help="only evaluate --model")
     add("--gpu-id", default=None, help="set CUDA_VISIBLE_DEVICES (default: leave it as it is)")
     add("--act", type=int, default=4, help="activation precision: 0 none, 1-3 PACT, >= 4 ReLU6")
+    add("--amp", action="store_true", help="bf16 autocast for the convolutions (quantizers, "
+        "regularizer and bit-plane arithmetic stay fp32); meant for CUDA")
+    add("--channels-last", action="store_true", help="channels-last memory format")
+    add("--compile", action="store_true", help="torch.compile the training step's model "
+        "(recompiled after each precision change)")
     return parser
 
 
@@ -98,4 +105,11 @@ def setup(args, needs_folder=True):
                            "pick a writable folder") from None
         if not os.access(args.checkpoint, os.W_OK):
             raise BSQError(f"--checkpoint {args.checkpoint} is not writable: pick a writable folder")
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return distributed.init("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def loaders(args, device):
+    """The train and test loaders the flags describe, on ``device``."""
+    rank, world_size = distributed.world()
+    return build_loaders(args.dataset, args.data_root, args.train_batch, args.test_batch, device,
+                         args.loader, args.workers, args.manualSeed, rank, world_size)

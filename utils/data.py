@@ -246,19 +246,20 @@ def torchvision_loaders(train_images, train_labels, test_images, test_labels, tr
     """The release's exact data path: DataLoaders with PIL transforms; they yield CPU tensors.
 
     Shuffling and sharding follow ``DeviceLoader`` (same order for the same seed and epoch;
-    ``loader.sampler.set_epoch``); crop/flip draws come from the workers' torch RNG.
+    ``loader.sampler.set_epoch``); crop/flip draws come from the workers' torch RNG. The test
+    split is never sharded: every rank evaluates all of it.
     """
     normalize = [transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
     augment = [transforms.RandomCrop(32, padding=PAD), transforms.RandomHorizontalFlip()]
     train_tf = transforms.Compose(augment + normalize)
-    splits = [(train_images, train_labels, train_tf, train_batch, True),
-              (test_images, test_labels, transforms.Compose(normalize), test_batch, False)]
+    splits = [(train_images, train_labels, train_tf, train_batch, True, rank, world_size),
+              (test_images, test_labels, transforms.Compose(normalize), test_batch, False, 0, 1)]
     return tuple(
         DataLoader(_ImageDataset(images, labels, tf), batch_size=batch,
-                   sampler=_ShardSampler(len(labels), shuffle, seed, rank, world_size),
+                   sampler=_ShardSampler(len(labels), shuffle, seed, r, w),
                    num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory,
                    generator=torch.Generator().manual_seed(seed))
-        for images, labels, tf, batch, shuffle in splits)
+        for images, labels, tf, batch, shuffle, r, w in splits)
 
 
 class _OnDevice:
@@ -282,6 +283,8 @@ def build_loaders(dataset, root, train_batch, test_batch, device, loader="device
                   seed=0, rank=0, world_size=1, download=True):
     """Train and test loaders yielding (x float32 (B,3,32,32), y int64 (B,)) on ``device``.
 
+    Only the training split is sharded over ``world_size`` ranks; every rank tests on all of it.
+
     ``loader`` is "device" (DeviceLoader) or "torchvision" (the release's DataLoader path).
     Returns (train_loader, test_loader, num_classes); both loaders have ``set_epoch``.
     """
@@ -292,7 +295,7 @@ def build_loaders(dataset, root, train_batch, test_batch, device, loader="device
     test = load_cifar(dataset, root, False, download)
     if loader == "device":
         return (DeviceLoader(*train, train_batch, device, True, seed, rank, world_size),
-                DeviceLoader(*test, test_batch, device, False, seed, rank, world_size),
+                DeviceLoader(*test, test_batch, device, False, seed),
                 num_classes)
     pin = torch.device(device).type == "cuda"
     train_loader, test_loader = torchvision_loaders(*train, *test, train_batch, test_batch, workers,

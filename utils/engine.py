@@ -3,7 +3,8 @@
 ``train_one_epoch`` and ``evaluate`` are the step loops; ``fit`` runs the epochs around them
 (learning-rate schedule, logging, checkpoints) with an optional ``before_epoch`` hook, which BSQ
 uses for re-quantization. Statistics are accumulated on the device and read back once per epoch
-(and every ``PROGRESS_EVERY`` steps for the progress bar), so the step makes no host sync.
+(and, on a terminal, every ``PROGRESS_EVERY`` steps for the progress bar), so the step makes
+no host sync.
 """
 import math
 import os
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import CheckpointError, checkpoint_state, save_checkpoint
 from .errors import BSQError
 from .logs import TSVLog, epoch_line
@@ -32,6 +34,11 @@ def unwrap(model):
     return getattr(model, "module", model)
 
 
+def progress(loader, desc):
+    """A progress bar on stderr, shown only when stderr is a terminal."""
+    return tqdm(loader, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True, disable=None)
+
+
 def lr_at(epoch, base_lr, schedule, gamma):
     """Step schedule: ``base_lr * gamma^k`` with k the milestones in ``schedule`` reached."""
     return base_lr * gamma ** sum(epoch >= m for m in schedule)
@@ -43,8 +50,12 @@ def make_optimizer(model, args):
                            weight_decay=args.wd)
 
 
-def train_one_epoch(model, loader, optimizer, decay=0.0, desc="train"):
+def train_one_epoch(model, loader, optimizer, decay=0.0, desc="train", amp=False,
+                    channels_last=False):
     """One epoch of ``CE + decay * B/TP``, each step followed by the method's clamp.
+
+    ``amp`` runs the forward pass under bf16 autocast (the layers keep their quantizers in
+    fp32); the regularizer is computed once per step, outside autocast, in fp32.
 
     Returns ``{"loss", "reg", "acc"}``: mean cross-entropy, mean regularizer ``B/TP`` (0 when
     ``decay`` is 0) and training accuracy in percent.
@@ -53,10 +64,13 @@ def train_one_epoch(model, loader, optimizer, decay=0.0, desc="train"):
     bsq = unwrap(model)
     device = next(model.parameters()).device
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # ce, reg, correct, count
-    bar = tqdm(loader, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+    bar = progress(loader, desc)
     for step, (x, y) in enumerate(bar):
-        logits = model(x)
-        ce = F.cross_entropy(logits, y)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            logits = model(x)
+        ce = F.cross_entropy(logits.float(), y)
         reg = bsq.regularizer() if decay else torch.zeros((), device=device)
         loss = ce + decay * reg
         optimizer.zero_grad(set_to_none=True)
@@ -66,10 +80,10 @@ def train_one_epoch(model, loader, optimizer, decay=0.0, desc="train"):
         n = y.numel()
         totals += torch.stack([ce.detach() * n, reg.detach() * n,
                                (logits.argmax(1) == y).sum(), torch.tensor(n, device=device)])
-        if step % PROGRESS_EVERY == 0:
+        if not bar.disable and step % PROGRESS_EVERY == 0:
             ce_sum, _, correct, count = totals.tolist()
             bar.set_postfix(loss=f"{ce_sum / count:.3f}", acc=f"{100 * correct / count:.2f}")
-    ce_sum, reg_sum, correct, count = totals.tolist()
+    ce_sum, reg_sum, correct, count = distributed.all_reduce_(totals).tolist()
     if not math.isfinite(ce_sum + reg_sum):
         raise NonFiniteLoss("the training loss became non-finite: lower --lr (or --decay); "
                             "the last good checkpoint is kept")
@@ -82,7 +96,7 @@ def evaluate(model, loader, desc="test"):
     model.eval()
     device = next(model.parameters()).device
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
-    for x, y in tqdm(loader, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True):
+    for x, y in progress(loader, desc):
         logits = model(x)
         totals += torch.stack([F.cross_entropy(logits, y, reduction="sum"),
                                (logits.argmax(1) == y).sum(), torch.tensor(y.numel(), device=device)])
@@ -110,42 +124,63 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def restore_training_state(optimizer, ckpt, path):
+    """Load a checkpoint's optimizer state (momentum included) and RNG states for a resume."""
+    try:
+        if ckpt.get("optimizer"):
+            optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("rng"):
+            set_rng_state(ckpt["rng"])
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError, AttributeError) as e:
+        raise CheckpointError(f"--resume {path}: its optimizer or RNG state does not fit this run "
+                              f"({type(e).__name__}): resume with the same flags") from None
+
+
+def training_view(model, device, args):
+    """What the training step calls: the model, wrapped for DDP under torchrun, compiled with
+    ``--compile``. Rebuilt after every precision change (new parameter shapes)."""
+    net = distributed.wrap(model, device)
+    return torch.compile(net) if args.compile else net
+
+
 def fit(model, train_loader, test_loader, args, *, decay=0.0, before_epoch=None, resume=None):
     """Epochs ``args.start_epoch .. args.epochs - 1``: set the lr, train, test, log, checkpoint.
 
     ``before_epoch(epoch)`` runs first in every epoch; when it returns True the parameter shapes
-    changed and the optimizer is rebuilt (momentum restarts). Each epoch writes
+    changed: the optimizer (momentum restarts) and, under torchrun, the DistributedDataParallel
+    wrapper are rebuilt, after checking that every rank holds the same model. Each epoch writes
     ``checkpoint.pth.tar`` (for ``--resume``) and, on a new best test accuracy,
     ``model_best.pth.tar`` into ``args.checkpoint``, and appends a row to ``log.txt``.
     ``resume`` is a loaded checkpoint whose optimizer, best accuracy and RNG state continue.
     Returns the last epoch's test statistics and the best test accuracy.
     """
     bsq = unwrap(model)
-    optimizer = make_optimizer(model, args)
+    device = next(bsq.parameters()).device
+    if args.channels_last:  # the float 4-d weights; weights built from planes follow the input
+        for p in bsq.parameters():
+            if p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
+    net, optimizer = training_view(bsq, device, args), make_optimizer(bsq, args)
     best_acc = 0.0
     if resume is not None:
-        try:
-            if resume.get("optimizer"):
-                optimizer.load_state_dict(resume["optimizer"])
-            if resume.get("rng"):
-                set_rng_state(resume["rng"])
-        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
-            raise CheckpointError(f"--resume {args.resume}: its optimizer or RNG state does not fit "
-                                  f"this run ({type(e).__name__}): resume with the same flags") from None
-        best_acc = resume.get("best_acc") or 0.0
+        restore_training_state(optimizer, resume, args.resume)
+        args.start_epoch, best_acc = resume.get("epoch") or 0, resume.get("best_acc") or 0.0
     log = TSVLog(os.path.join(args.checkpoint, "log.txt"),
                  resume_epoch=None if resume is None else args.start_epoch)
     test = {"acc": None}
     for epoch in range(args.start_epoch, args.epochs):
         if before_epoch is not None and before_epoch(epoch):
-            optimizer = make_optimizer(model, args)
+            distributed.check_replicas(bsq)
+            net, optimizer = training_view(bsq, device, args), make_optimizer(bsq, args)
         lr = lr_at(epoch, args.lr, args.schedule, args.gamma)
         for group in optimizer.param_groups:
             group["lr"] = lr
         train_loader.set_epoch(epoch)
         start = time.perf_counter()
-        train = train_one_epoch(model, train_loader, optimizer, decay, desc=f"epoch {epoch + 1}")
-        test = evaluate(model, test_loader)
+        train = train_one_epoch(net, train_loader, optimizer, decay, f"epoch {epoch + 1}",
+                                args.amp, args.channels_last)
+        distributed.broadcast_(bsq)  # rank 0's BatchNorm statistics everywhere
+        test = evaluate(bsq, test_loader)
         seconds = time.perf_counter() - start
         best_acc = max(best_acc, test["acc"])
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
@@ -160,4 +195,5 @@ def fit(model, train_loader, test_loader, args, *, decay=0.0, before_epoch=None,
         # redoes this one, rewriting model_best and this log row identically.
         save_checkpoint(state, os.path.join(args.checkpoint, "checkpoint.pth.tar"))
         print(epoch_line(row, args.epochs), flush=True)
+    distributed.check_replicas(bsq)
     return test, best_acc

@@ -2,6 +2,8 @@
 import json
 import os
 
+from .distributed import is_main
+
 COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "reg", "test_loss", "test_acc", "comp",
            "avg_bits", "seconds")
 
@@ -14,15 +16,24 @@ class TSVLog:
     """
 
     def __init__(self, path, resume_epoch=None):
-        self.path = path
+        self.path, self.resume_epoch, self.started = path, resume_epoch, False
+
+    def _start(self):
+        """Rewrite the table at the first row, so a run that dies before it leaves it untouched."""
         rows = []
-        if resume_epoch is not None and os.path.exists(path):
-            with open(path) as f:
-                rows = [r for r in f.read().splitlines()[1:] if int(r.split("\t")[0]) <= resume_epoch]
-        with open(path, "w") as f:
+        if self.resume_epoch is not None and os.path.exists(self.path):
+            with open(self.path) as f:
+                rows = [r for r in f.read().splitlines()[1:]
+                        if int(r.split("\t")[0]) <= self.resume_epoch]
+        with open(self.path, "w") as f:
             f.write("".join(r + "\n" for r in ["\t".join(COLUMNS), *rows]))
+        self.started = True
 
     def append(self, row):
+        if not is_main():
+            return
+        if not self.started:
+            self._start()
         with open(self.path, "a") as f:
             f.write("\t".join(_fmt(row[c]) for c in COLUMNS) + "\n")
 

@@ -34,12 +34,13 @@ class ActQuant(torch.autograd.Function):
 
     BSQ_METHOD.md, "Network": ``S = max|x|``,
     ``x_q = S * round(|x| (2^a - 1) / S) / (2^a - 1) * sign(x)``. An all-zero tensor maps to zero.
-    ``S`` stays a device tensor, so no host synchronisation happens here.
+    ``S`` stays a device tensor, so no host synchronisation happens here. Computed in fp32.
     """
 
     @staticmethod
     def forward(ctx, x, nbits):
         step = levels(nbits)
+        x = x.float()  # exact levels also when autocast hands over bf16
         s = x.detach().abs().amax().clamp_min(torch.finfo(x.dtype).tiny)  # () per-batch range
         return s * torch.round(x.abs() * step / s) / step * torch.sign(x)
 

@@ -1,0 +1,93 @@
+"""Seconds per training epoch of each script's loop, and what the data path adds to it.
+
+Loops: ``train`` (float weights, cifar_train.py), ``bsq`` (bits + regularizer,
+cifar_prune_STE.py), ``finetune`` (cifar_finetune.py), all through ``utils.engine
+.train_one_epoch``. Data: ``premade`` (normalised batches made beforehand: no data cost),
+``device`` (the default DeviceLoader: crop, flip, normalise per batch) and ``torchvision``
+(DataLoader + PIL transforms). Random uint8 images stand in for CIFAR (the data path's cost does
+not depend on the pixels), so it runs anywhere. Variants are timed interleaved; medians and
+ratios to ``premade`` are printed as one JSON object.
+
+    python benchmarks/epoch.py --images 2560 --repeats 3
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from models import resnet  # noqa: E402
+from utils.data import DeviceLoader, torchvision_loaders  # noqa: E402
+from utils.engine import train_one_epoch  # noqa: E402
+
+
+def models(depth):
+    return {"train": (resnet(depth=depth), 0.0),
+            "bsq": (resnet(depth=depth).to_bits_(8), 0.01),
+            "finetune": (resnet(depth=depth).to_bits_(8).to_finetune_(), 0.0)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--depth", type=int, default=20)
+    parser.add_argument("--images", type=int, default=2560)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (args.images,), generator=gen)
+    device_loader = DeviceLoader(images, labels, args.batch, device, train=True)
+    premade = [(x.clone(), y.clone()) for x, y in device_loader]
+    tv_train, _ = torchvision_loaders(images, labels, images, labels, args.batch, args.batch,
+                                      args.workers)
+    loaders = {"premade": premade, "device": device_loader,
+               "torchvision": _OnTheFly(tv_train, device)}
+    nets = {k: (m.to(device), d) for k, (m, d) in models(args.depth).items()}
+    variants = [("bsq", name) for name in loaders] + [("train", "device"), ("train", "premade"),
+                                                      ("finetune", "device")]
+    optimizers = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+                  for k, (m, _) in nets.items()}
+    times = {v: [] for v in variants}
+    for i in range(args.repeats + 1):
+        for loop, data in variants:
+            model, decay = nets[loop]
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            train_one_epoch(model, loaders[data], optimizers[loop], decay)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i:  # the first round warms up
+                times[(loop, data)].append(time.perf_counter() - start)
+    seconds = {f"{loop}/{data}": statistics.median(t) for (loop, data), t in times.items()}
+    print(json.dumps({
+        "benchmark": "epoch", "depth": args.depth, "images": args.images, "batch": args.batch,
+        "repeats": args.repeats, "seconds_median": {k: round(v, 3) for k, v in seconds.items()},
+        "data_path_ratio": {k: round(v / seconds[k.split("/")[0] + "/premade"], 3)
+                            for k, v in seconds.items() if k.split("/")[0] + "/premade" in seconds},
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "workers": args.workers,
+    }))
+
+
+class _OnTheFly:
+    """The DataLoader's batches moved to the device as they come."""
+
+    def __init__(self, loader, device):
+        self.loader, self.device = loader, device
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+if __name__ == "__main__":
+    main()

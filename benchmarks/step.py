@@ -1,0 +1,80 @@
+"""Milliseconds per training step at batch 128: float weights vs BSQ bits vs finetune.
+
+All three are the same ResNet with the same activation quantizers; only the weight form differs.
+Steps are timed interleaved (float, bits, finetune, float, ...) so that machine noise hits all
+three alike; medians over the repeats, and their ratios to float, are printed as one JSON object.
+
+    python benchmarks/step.py --depth 20 --repeats 20
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from models import resnet  # noqa: E402
+
+
+def make_step(model, decay):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+    def step(x, y):
+        loss = F.cross_entropy(model(x), y)
+        if decay:
+            loss = loss + decay * model.regularizer()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        model.clamp_()
+
+    return step
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--depth", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (args.batch,), device=device)
+    steps = {
+        "float": make_step(resnet(depth=args.depth).to(device), 0.0),
+        "bits": make_step(resnet(depth=args.depth).to_bits_(8).to(device), 0.01),
+        "finetune": make_step(resnet(depth=args.depth).to_bits_(8).to_finetune_().to(device), 0.0),
+    }
+    times = {name: [] for name in steps}
+    for i in range(args.warmup + args.repeats):
+        for name, step in steps.items():
+            sync(device)
+            start = time.perf_counter()
+            step(x, y)
+            sync(device)
+            if i >= args.warmup:
+                times[name].append(1000 * (time.perf_counter() - start))
+    ms = {name: statistics.median(t) for name, t in times.items()}
+    print(json.dumps({
+        "benchmark": "train step", "depth": args.depth, "batch": args.batch,
+        "repeats": args.repeats, "ms_median": {k: round(v, 2) for k, v in ms.items()},
+        "ratio_to_float": {k: round(v / ms["float"], 3) for k, v in ms.items()},
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+    }))
+
+
+if __name__ == "__main__":
+    main()
