@@ -16,7 +16,7 @@ from utils.checkpoint import checkpoint_state, save_checkpoint
 from utils.cli import DATASETS, add_bit_args, base_parser, loaders, setup
 from utils.engine import evaluate, fit
 from utils.errors import BSQError, run_main
-from utils.logs import scheme_report, summary
+from utils.logs import scheme_report, summary, write_scheme_json
 
 
 def get_args_parser():
@@ -54,7 +54,7 @@ def main(args):
         acc = evaluate(model, test_loader)["acc"]
         print(f"test accuracy {acc:.2f}%")
         if model.form != "float":
-            print(scheme_report(model.to_bits_()))
+            print(scheme_report(model.to_bits_(), acc))
         if alphas(model):
             print(f"PACT alphas: {alphas(model)}")
         return summary(model, acc, ckpt.get("best_acc"), path)
@@ -80,7 +80,8 @@ def main(args):
     best.to_bits_().to(device)
     acc = evaluate(best, test_loader)["acc"]
     save_checkpoint(checkpoint_state(best, args.epochs, acc, best_acc, None, args), bin_path)
-    print(scheme_report(best))
+    print(scheme_report(best, acc))
+    write_scheme_json(best, os.path.join(args.checkpoint, "scheme.json"), acc)
     print(f"best model written to {float_path} and {bin_path}: test accuracy {acc:.2f}%",
           flush=True)
     return summary(best, acc, best_acc, bin_path)

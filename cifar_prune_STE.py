@@ -12,7 +12,7 @@ from utils.checkpoint import checkpoint_state, save_checkpoint
 from utils.cli import DATASETS, add_bit_args, base_parser, loaders, setup
 from utils.engine import evaluate, fit, rng_state
 from utils.errors import run_main
-from utils.logs import scheme_report, summary
+from utils.logs import scheme_report, summary, write_scheme_json
 
 
 def get_args_parser():
@@ -46,7 +46,7 @@ def main(args):
     model.to_bits_(args.Nbits).to(device)
     if args.evaluate:
         acc = evaluate(model, test_loader)["acc"]
-        print(scheme_report(model))
+        print(scheme_report(model, acc))
         return summary(model, acc, acc, args.resume or args.model)
 
     def requantize(epoch):
@@ -66,7 +66,8 @@ def main(args):
 
     model.requantize_(args.thre)
     acc = evaluate(model, test_loader)["acc"]
-    print(scheme_report(model))
+    print(scheme_report(model, acc))
+    write_scheme_json(model, os.path.join(args.checkpoint, "scheme.json"), acc)
     print(f"final re-quantized model: test accuracy {acc:.2f}%", flush=True)
     path = os.path.join(args.checkpoint, "checkpoint.pth.tar")
     save_checkpoint(checkpoint_state(model, args.epochs, acc, best_acc, None, args,

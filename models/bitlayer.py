@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.bits import decode, encode, plane_value, quantize, requantize
+from utils.bits import encode, plane_value, quantize, requantize
 from utils.ste import WeightQuant, levels
 
 FORMS = ("float", "bits", "finetune")
@@ -58,12 +58,14 @@ class BitLayer:
         nbits = self.nbits[slot]
         if nbits == 0:
             return scale.new_zeros(self.shapes[slot])
+        return WeightQuant.apply(self._value(slot), nbits) * scale
+
+    def _value(self, slot):
+        """``w`` before ``Q_N``: ``sum_i (p_i - n_i) e_i`` (bits form) or the finetune weight."""
         if self.form == "bits":
             p, n, _ = NAMES[slot]
-            w = plane_value(getattr(self, p), getattr(self, n))
-        else:
-            w = getattr(self, slot)
-        return WeightQuant.apply(w, nbits) * scale
+            return plane_value(getattr(self, p), getattr(self, n))
+        return getattr(self, slot)
 
     # -- parameter bookkeeping --------------------------------------------------------------
     def _install(self, slot, tensors, trainable=True):
@@ -90,14 +92,18 @@ class BitLayer:
             w = (code.double() / levels(max(nbits, 1))).to(scale.dtype)
             self._install(slot, {slot: w, s_name: scale}, nbits > 0)
 
-    def _code(self, slot):
-        """Integer code of ``slot`` in bits or finetune form (what ``Q_N`` sees in the forward)."""
-        step = levels(max(self.nbits[slot], 1))
-        if self.form == "bits":
-            p, n, _ = NAMES[slot]
-            return torch.round(decode(getattr(self, p), getattr(self, n))).long()
-        w = getattr(self, slot).detach().clamp(-1.0, 1.0)
-        return (torch.round(w.abs() * step) * torch.sign(w)).long()
+    @torch.no_grad()
+    def code(self, slot):
+        """The signed integer code ``Q_N`` computes for ``slot`` in the forward pass (bits or
+        finetune form, exact or continuous bits): ``W = scale * code / (2^N - 1)``, int64."""
+        nbits = self.nbits[slot]
+        if nbits == 0:
+            return torch.zeros(self.shapes[slot], dtype=torch.long, device=self.weight_device())
+        w = self._value(slot).clamp(-1.0, 1.0)
+        return (torch.round(w.abs() * levels(nbits)) * torch.sign(w)).long()
+
+    def weight_device(self):
+        return next(self.parameters()).device
 
     def allocate(self, form, nbits):
         """Empty parameters of ``form`` at precisions ``nbits`` (slot -> N), e.g. to load a state dict."""
@@ -135,7 +141,7 @@ class BitLayer:
                 nb = nbits[slot] if bool(code.any()) else 0
                 code = code if nb else torch.zeros_like(code)
             else:
-                code, scale, nb = self._code(slot), getattr(self, NAMES[slot][2]), self.nbits[slot]
+                code, scale, nb = self.code(slot), getattr(self, NAMES[slot][2]), self.nbits[slot]
             self._install_code(slot, "bits", code, scale.detach().clone(), nb)
         self.form = "bits"
 
@@ -147,7 +153,7 @@ class BitLayer:
         self.requantize_(0.0)
         for slot in self.slots:
             scale = getattr(self, NAMES[slot][2]).detach().clone()
-            self._install_code(slot, "finetune", self._code(slot), scale, self.nbits[slot])
+            self._install_code(slot, "finetune", self.code(slot), scale, self.nbits[slot])
         self.form = "finetune"
 
     @torch.no_grad()

@@ -1,0 +1,98 @@
+"""A BSQ model to and from its packed file (the format is ``utils/export.py``'s).
+
+Each quantized tensor is stored as the integer code its forward pass uses,
+``code = sign(w) round(|clip(w, -1, 1)| (2^N - 1))`` (so ``W = scale * code / (2^N - 1)``), at
+its own precision N; everything else in the state dict is stored as it is. The model is
+rebuilt in bits form with exact 0/1 planes, so its forward pass computes the same weights, bit
+for bit, as the model that was exported, whether that was in bits (exact or continuous) or
+finetune form.
+"""
+import torch
+
+from utils.bits import encode
+from utils.export import PackedFileError, read_packed, write_packed
+
+from .bitlayer import NAMES
+from .resnet import ResNet
+
+FLOAT_BYTES = 4
+
+
+def float_tensors(model):
+    """The state-dict entries outside the quantized layers: BatchNorm, shortcut convs, PACT."""
+    owned = {k for name, m in model.quant_layers() for k in m.state_dict(prefix=f"{name}.")}
+    return {k: v for k, v in model.state_dict().items() if k not in owned}
+
+
+def packed_tensors(model):
+    """``(quantized, floats)`` for ``write_packed``: ``[(name, code, N, scale)]`` of every
+    quantized tensor, and ``float_tensors(model)``."""
+    quantized = [(f"{name}.{slot}", m.code(slot).cpu(), m.nbits[slot],
+                  getattr(m, NAMES[slot][2]))
+                 for name, m in model.quant_layers() for slot in m.slots]
+    return quantized, float_tensors(model)
+
+
+def export_model(model, path, **info):
+    """Write ``model`` (bits or finetune form) to the packed file ``path``; returns the header.
+
+    ``info`` (e.g. the source checkpoint and its accuracy) is stored in the header's ``model``.
+    """
+    if model.form == "float":
+        raise ValueError("a float model has no quantization scheme to pack")
+    description = {"arch": "resnet", "depth": model.depth, "num_classes": model.num_classes,
+                   "act": model.act, **info}
+    return write_packed(path, description, *packed_tensors(model))
+
+
+def load_packed(path):
+    """Rebuild the model of a packed file, in bits form on the CPU; returns ``(model, header)``."""
+    header, quantized, floats = read_packed(path)
+    try:
+        desc = header["model"]
+        model = ResNet(depth=desc["depth"], num_classes=desc["num_classes"], act=desc["act"])
+        scheme = {name: [quantized[f"{name}.weight"][1],
+                         quantized[f"{name}.bias"][1] if f"{name}.bias" in quantized else 0]
+                  for name, _ in model.quant_layers()}
+        model.allocate("bits", scheme)
+        state = dict(floats)
+        for key, (code, nbits, scale) in quantized.items():
+            layer, slot = key.rsplit(".", 1)
+            p_name, n_name, s_name = NAMES[slot]
+            p, n = encode(code, max(nbits, 1))  # (..., N) exact 0/1 planes
+            state.update({f"{layer}.{p_name}": p, f"{layer}.{n_name}": n,
+                          f"{layer}.{s_name}": scale})
+        model.load_state_dict(state)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise PackedFileError(f"{path} does not describe a CIFAR ResNet of this code "
+                              f"({str(e).splitlines()[0][:200]})") from None
+    return model, header
+
+
+def same_weights(a, b):
+    """Whether two models compute with the same weights and float tensors, bit for bit."""
+    pairs = zip(a.quant_layers(), b.quant_layers())
+    same = all(torch.equal(ma.quantized(s).cpu(), mb.quantized(s).cpu())
+               for (_, ma), (_, mb) in pairs for s in ma.slots)
+    floats_a, floats_b = float_tensors(a), float_tensors(b)
+    return same and floats_a.keys() == floats_b.keys() and all(
+        torch.equal(v.cpu(), floats_b[k].cpu()) for k, v in floats_a.items())
+
+
+def sizes(header, file_bytes):
+    """The size accounting of a packed file, in bytes unless named otherwise.
+
+    ``paper``: TB / 8, the paper's size (quantized weights at N bits; no signs, scales or float
+    tensors). ``quantized``: scales + signs + magnitudes as stored. ``float``: the unquantized
+    tensors as stored. ``header``: the 16-byte prefix plus the JSON header. ``file``: all of it.
+    ``fp32``: the raw tensor bytes of the same model unquantized (every quantized weight as 4
+    bytes, the float tensors as stored), no container overhead.
+    """
+    quant = header["quantized"]
+    tb = sum(torch.Size(e["shape"]).numel() * e["bits"] for e in quant)
+    tp = sum(torch.Size(e["shape"]).numel() for e in quant)
+    quantized = sum(e["bytes"] for e in quant)
+    floats = sum(e["bytes"] for e in header["float"])
+    return {"TP": tp, "TB": tb, "paper": tb / 8, "quantized": quantized, "float": floats,
+            "header": file_bytes - quantized - floats, "file": file_bytes,
+            "fp32": FLOAT_BYTES * tp + floats}

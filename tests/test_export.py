@@ -1,0 +1,154 @@
+"""The packed export: bit packing, its exact size, and a rebuild that computes identical logits."""
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import export
+from models import build_model
+from models.packed import export_model, load_packed, packed_tensors, sizes
+from utils.checkpoint import checkpoint_state, save_checkpoint
+from utils.errors import BSQError
+from utils.export import (PREFIX, PackedFileError, pack_bits, quantized_bytes, read_packed,
+                          unpack_bits, write_packed)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def mixed_model(act=4, form="bits", continuous=False):
+    """A ResNet-8 at precisions 0..7 per layer with a 3-bit classifier bias and random BN
+    statistics; ``continuous``: bit planes perturbed off 0/1, as in the middle of BSQ training."""
+    torch.manual_seed(1)
+    model = build_model(argparse.Namespace(arch="resnet", depth=8, act=act), 10)
+    scheme = {name: [i % 8, 0] for i, (name, _) in enumerate(model.quant_layers())}
+    scheme["fc"] = [5, 3]
+    model.to_bits_(scheme)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+                m.num_batches_tracked.fill_(7)
+        if continuous:
+            for _, layer in model.quant_layers():
+                for p, n, _ in layer.bit_groups():
+                    p.add_(torch.rand_like(p) * 0.9).clamp_(0, 2)
+                    n.add_(torch.rand_like(n) * 0.9).clamp_(0, 2)
+    return model.to_finetune_() if form == "finetune" else model
+
+
+@pytest.mark.parametrize("nbits", range(1, 9))
+def test_bit_packing_round_trips_at_its_exact_size(nbits):
+    rng = np.random.default_rng(nbits)
+    values = rng.integers(0, 2 ** nbits, size=1001)  # (numel,) not a multiple of 8
+    buf = pack_bits(values, nbits)
+    assert len(buf) == math.ceil(1001 * nbits / 8)
+    assert np.array_equal(unpack_bits(buf, 1001, nbits), values)
+
+
+@pytest.mark.parametrize("act, form, continuous", [(4, "bits", False), (4, "bits", True),
+                                                   (4, "finetune", False), (2, "bits", False)])
+def test_rebuild_gives_identical_logits(tmp_path, act, form, continuous):
+    model = mixed_model(act, form, continuous).eval()
+    path = str(tmp_path / "model.bsq")
+    export_model(model, path)
+    rebuilt, header = load_packed(path)
+    rebuilt.eval()
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), rebuilt(x))
+    assert rebuilt.scheme() == model.scheme() and rebuilt.form == "bits"
+    _, floats = packed_tensors(model)
+    assert all(torch.equal(rebuilt.state_dict()[k], v) for k, v in floats.items())
+    assert any(k.endswith("downsample.0.weight") for k in floats)
+    assert any(k.endswith("alpha") for k in floats) == (act <= 3)
+
+
+def test_file_size_is_the_bits_rounded_to_bytes_plus_the_header(tmp_path):
+    model = mixed_model()
+    path = str(tmp_path / "model.bsq")
+    header = export_model(model, path)
+    layers = [(numel, nbits) for _, m in model.quant_layers() for numel, nbits in m.sizes()]
+    magnitudes = sum(math.ceil(numel * nbits / 8) for numel, nbits in layers)
+    signs = sum(math.ceil(numel / 8) for numel, nbits in layers if nbits)
+    scales = 4 * len(layers)
+    _, floats = packed_tensors(model)
+    float_bytes = sum(t.numel() * t.element_size() for t in floats.values())
+    with open(path, "rb") as f:
+        _, _, header_len = PREFIX.unpack(f.read(PREFIX.size))
+    file_bytes = os.path.getsize(path)
+    assert file_bytes == PREFIX.size + header_len + magnitudes + signs + scales + float_bytes
+    size = sizes(header, file_bytes)
+    total, bits = model.size()
+    assert (size["TP"], size["TB"], size["paper"]) == (total, bits, bits / 8)
+    assert size["quantized"] == magnitudes + signs + scales
+    assert size["header"] == PREFIX.size + header_len
+    assert size["fp32"] == 4 * total + float_bytes
+    assert [quantized_bytes(math.prod(e["shape"]), e["bits"]) for e in header["quantized"]] == \
+        [(4, math.ceil(n / 8) if b else 0, math.ceil(n * b / 8)) for n, b in layers]
+
+
+def test_damaged_files_are_refused(tmp_path):
+    path = str(tmp_path / "model.bsq")
+    write_packed(path, {}, [("t", torch.tensor([[3, -1], [0, 2]]), 2, torch.tensor([0.5]))],
+                 {"f": torch.arange(3.0)})
+    _, quantized, floats = read_packed(path)
+    assert torch.equal(quantized["t"][0], torch.tensor([[3, -1], [0, 2]]))
+    assert quantized["t"][1] == 2 and torch.equal(quantized["t"][2], torch.tensor([0.5]))
+    assert torch.equal(floats["f"], torch.arange(3.0))
+    data = open(path, "rb").read()
+    for name, content in (("short.bsq", data[:-3]), ("foreign.bsq", b"PK\x03\x04" + data[4:])):
+        with open(tmp_path / name, "wb") as f:
+            f.write(content)
+        with pytest.raises(PackedFileError):
+            read_packed(str(tmp_path / name))
+    with pytest.raises(PackedFileError):
+        read_packed(str(tmp_path / "missing.bsq"))
+    with pytest.raises(ValueError):
+        write_packed(path, {}, [("t", torch.tensor([4]), 2, torch.tensor([1.0]))], {})
+
+
+def test_export_script_bad_flags_are_one_line_errors(tmp_path):
+    parser = export.get_args_parser()
+    with pytest.raises(BSQError, match="--export needs --model"):
+        export.main(parser.parse_args(["--export", str(tmp_path / "m.bsq")]))
+    with pytest.raises(BSQError, match="either"):
+        export.main(parser.parse_args([]))
+    float_ckpt = str(tmp_path / "float.pth.tar")
+    save_checkpoint(checkpoint_state(mixed_model().to_float_()), float_ckpt)
+    with pytest.raises(BSQError, match="float model"):
+        export.main(parser.parse_args(["--depth", "8", "--model", float_ckpt, "--export",
+                                       str(tmp_path / "m.bsq")]))
+
+
+def test_export_script_loads_a_packed_file(tmp_path, capsys):
+    model = mixed_model()
+    path = str(tmp_path / "model.bsq")
+    export_model(model, path)
+    fig = export.main(export.get_args_parser().parse_args(["--load", path]))
+    assert fig["file_bytes"] == os.path.getsize(path) and fig["scheme"] == model.scheme()
+    assert fig["comp"] == round(model.compression(), 4) and fig["acc"] is None
+    assert re.search(rf"\n  file +{fig['file_bytes']} bytes\n", capsys.readouterr().out)
+
+
+def test_export_script_evaluates_to_the_checkpoints_accuracy(tmp_path, cifar10_root):
+    ckpt = str(tmp_path / "bsq.pth.tar")
+    save_checkpoint(checkpoint_state(mixed_model(continuous=True), acc=12.0), ckpt)
+    packed = str(tmp_path / "out" / "model.bsq")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "export.py"), "--depth", "8",
+                           "--model", ckpt, "--export", packed, "--evaluate", "--data-root",
+                           cifar10_root], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # tiny model, shared CPU
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fig = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert fig["acc"] == fig["checkpoint_acc"] is not None
+    assert fig["file_bytes"] == os.path.getsize(packed)
+    assert fig["fp32_ratio"] == round(fig["fp32_bytes"] / fig["file_bytes"], 4)
+    assert f"{fig['file_bytes']} bytes" in proc.stdout

@@ -1,0 +1,89 @@
+"""The charts of a run folder, and the one-line error when matplotlib (optional) is missing."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from models import build_model
+from utils.checkpoint import checkpoint_state, save_checkpoint
+from utils.errors import BSQError
+from utils.logs import COLUMNS, TSVLog, read_log, write_scheme_json
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def run_folder(tmp_path):
+    """A BSQ run folder as the scripts leave it: checkpoint (with --Prun_Int 2), a 5-epoch
+    log.txt, scheme.json, and a sweep.json beside them."""
+    torch.manual_seed(0)
+    args = argparse.Namespace(arch="resnet", depth=8, act=4, Prun_Int=2)
+    model = build_model(args, 10)
+    scheme = {name: [i % 4 + 2, 0] for i, (name, _) in enumerate(model.quant_layers())}
+    scheme["fc"] = [6, 4]
+    model.to_bits_(scheme)
+    save_checkpoint(checkpoint_state(model, 5, 30.0, 35.0, None, args),
+                    str(tmp_path / "checkpoint.pth.tar"))
+    log = TSVLog(str(tmp_path / "log.txt"))
+    for epoch in range(1, 6):
+        log.append({"epoch": epoch, "lr": 0.1, "train_loss": 2.0 / epoch, "train_acc": 10.0 * epoch,
+                    "reg": 100.0 / epoch, "test_loss": 2.1 / epoch, "test_acc": 9.0 * epoch,
+                    "comp": 4.0 + epoch, "avg_bits": 32 / (4.0 + epoch), "seconds": 1.0})
+    write_scheme_json(model, str(tmp_path / "scheme.json"), acc=30.0)
+    rows = [{"alpha": a, "avg_bits": 8 / (1 + a), "comp": 4 * (1 + a), "bsq_acc": 50 - a,
+             "finetune_acc": 60 - a, "scratch_acc": 55 - a} for a in (1.0, 2.0, 3.0)]
+    (tmp_path / "sweep.json").write_text(json.dumps({"rows": rows, "float_acc": 70.0}))
+    return tmp_path
+
+
+def test_read_log_parses_every_column(run_folder):
+    log = read_log(str(run_folder / "log.txt"))
+    assert tuple(log) == COLUMNS
+    assert log["epoch"] == [1, 2, 3, 4, 5] and log["test_acc"][2] == pytest.approx(27.0)
+
+
+def test_plot_folder_writes_non_empty_pngs(run_folder, tmp_path_factory):
+    pytest.importorskip("matplotlib")
+    from utils.plots import plot_folder
+    out = tmp_path_factory.mktemp("pngs")
+    written = plot_folder(str(run_folder), str(out))
+    assert sorted(os.path.basename(p) for p in written) == ["curves.png", "precision.png",
+                                                            "tradeoff.png"]
+    for path in written:
+        data = open(path, "rb").read()
+        assert data.startswith(PNG) and len(data) > 5000
+
+
+def test_precision_chart_from_a_bit_checkpoint_alone(run_folder):
+    pytest.importorskip("matplotlib")
+    from utils.plots import plot_folder
+    for name in ("scheme.json", "log.txt", "sweep.json"):
+        os.remove(run_folder / name)
+    assert [os.path.basename(p) for p in plot_folder(str(run_folder))] == ["precision.png"]
+
+
+def test_empty_or_malformed_folders_are_one_line_errors(tmp_path):
+    from utils.plots import plot_folder
+    with pytest.raises(BSQError):
+        plot_folder(str(tmp_path))
+    (tmp_path / "sweep.json").write_text('{"rows": [{"alpha": 1.0}]}')
+    with pytest.raises(BSQError):
+        plot_folder(str(tmp_path))
+
+
+def test_missing_matplotlib_is_one_line_and_exit_2(run_folder, tmp_path_factory):
+    blocker = tmp_path_factory.mktemp("no_matplotlib")
+    (blocker / "matplotlib").mkdir()
+    (blocker / "matplotlib" / "__init__.py").write_text("raise ImportError('blocked')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocker)}
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "plots.py"), str(run_folder)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "matplotlib" in lines[0] and "pip install" in lines[0]
+    assert not list(run_folder.glob("*.png"))

@@ -1,0 +1,75 @@
+"""The scheme report and scheme.json: their totals are the model's own size accounting."""
+import argparse
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from models import build_model
+from utils.logs import scheme_dict, scheme_report, write_scheme_json
+
+
+def mixed_model(form="bits"):
+    """A ResNet-8 at precisions 0..6 per layer, an 8-bit classifier with a 3-bit bias."""
+    torch.manual_seed(0)
+    model = build_model(argparse.Namespace(arch="resnet", depth=8, act=4), 10)
+    scheme = {name: [i % 7, 0] for i, (name, _) in enumerate(model.quant_layers())}
+    scheme["fc"] = [8, 3]
+    model.to_bits_(scheme)
+    return model.to_finetune_() if form == "finetune" else model
+
+
+@pytest.mark.parametrize("form", ["bits", "finetune", "float"])
+def test_totals_are_the_models_accounting(form):
+    model = mixed_model("bits" if form == "float" else form)
+    if form == "float":
+        model.to_float_()
+    report = scheme_dict(model, acc=12.5)
+    total, bits = model.size()
+    assert report["totals"] == {"TP": total, "TB": bits, "avg_bits": model.avg_bits(),
+                                "compression": model.compression(), "acc": 12.5}
+    rows = report["layers"]
+    assert sum(math.prod(r["shape"]) for r in rows) == total
+    assert sum(math.prod(r["shape"]) * r["bits"] for r in rows) == bits
+    assert sum(r["share"] for r in rows) == pytest.approx(100.0)
+    names = [(n, s) for n, m in model.quant_layers() for s in m.slots]
+    assert [(r["name"], r["tensor"]) for r in rows] == names
+
+
+def test_ones_per_plane_msb_first():
+    model = mixed_model()
+    report = scheme_dict(model)
+    layer = dict(model.quant_layers())["layer2.0.conv1"]
+    row = next(r for r in report["layers"] if r["name"] == "layer2.0.conv1")
+    diff = (layer.pweight - layer.nweight).reshape(-1, layer.nbits["weight"])  # (numel, N)
+    expected = [100.0 * int(diff[:, i].count_nonzero()) / diff.shape[0]
+                for i in range(diff.shape[1])]
+    assert row["bits"] == layer.nbits["weight"] == len(row["ones"])
+    assert row["ones"] == pytest.approx(expected)
+    zero = next(r for r in report["layers"] if r["bits"] == 0)
+    assert zero["ones"] == [] and zero["share"] == 0.0
+    assert all(r["ones"] is None for r in scheme_dict(mixed_model("finetune"))["layers"])
+
+
+def test_text_report_has_every_tensor_and_the_totals():
+    model = mixed_model()
+    total, bits = model.size()
+    lines = scheme_report(model, acc=87.25).splitlines()
+    assert len(lines) == 1 + sum(len(m.slots) for _, m in model.quant_layers()) + 1
+    assert any(line.startswith("fc (bias)") for line in lines)
+    assert f"TP {total} weights, TB {bits} bits" in lines[-1]
+    assert f"compression {model.compression():.2f}x" in lines[-1]
+    assert lines[-1].endswith("test accuracy 87.25%")
+    assert "accuracy" not in scheme_report(model).splitlines()[-1]
+
+
+def test_scheme_json_is_written_atomically_with_the_same_content(tmp_path):
+    model = mixed_model()
+    path = tmp_path / "scheme.json"
+    returned = write_scheme_json(model, str(path), acc=50.0)
+    assert json.loads(path.read_text()) == json.loads(json.dumps(scheme_dict(model, 50.0)))
+    assert json.loads(path.read_text()) == json.loads(json.dumps(returned))
+    assert os.listdir(tmp_path) == ["scheme.json"]
+    assert json.loads(path.read_text())["scheme"] == model.scheme()
