@@ -6,7 +6,9 @@ cifar_prune_STE.py), ``finetune`` (cifar_finetune.py), all through ``utils.engin
 ``device`` (the default DeviceLoader: crop, flip, normalise per batch) and ``torchvision``
 (DataLoader + PIL transforms). Random uint8 images stand in for CIFAR (the data path's cost does
 not depend on the pixels), so it runs anywhere. Variants are timed interleaved; medians and
-ratios to ``premade`` are printed as one JSON object.
+ratios to ``premade`` are printed as one JSON object, with the time of the data path alone
+(iterating the loader without training) as a share of a BSQ epoch: on a noisy machine that
+share is the steadier measure of what the data path adds.
 
     python benchmarks/epoch.py --images 2560 --repeats 3
 """
@@ -68,11 +70,22 @@ def main():
             if i:  # the first round warms up
                 times[(loop, data)].append(time.perf_counter() - start)
     seconds = {f"{loop}/{data}": statistics.median(t) for (loop, data), t in times.items()}
+    for data in ("device", "torchvision"):  # the data path alone: iterate, no training
+        runs = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            for x, _ in loaders[data]:
+                x.sum().item()
+            runs.append(time.perf_counter() - start)
+        seconds[f"data-only/{data}"] = statistics.median(runs)
     print(json.dumps({
         "benchmark": "epoch", "depth": args.depth, "images": args.images, "batch": args.batch,
         "repeats": args.repeats, "seconds_median": {k: round(v, 3) for k, v in seconds.items()},
         "data_path_ratio": {k: round(v / seconds[k.split("/")[0] + "/premade"], 3)
                             for k, v in seconds.items() if k.split("/")[0] + "/premade" in seconds},
+        "data_only_share_of_bsq_epoch": {
+            data: round(seconds[f"data-only/{data}"] / seconds["bsq/premade"], 4)
+            for data in ("device", "torchvision")},
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "workers": args.workers,
     }))

@@ -2,9 +2,11 @@
 
 All three are the same ResNet with the same activation quantizers; only the weight form differs.
 Steps are timed interleaved (float, bits, finetune, float, ...) so that machine noise hits all
-three alike; medians over the repeats, and their ratios to float, are printed as one JSON object.
+variants alike; medians over the repeats, and their ratios to float, are printed as one JSON
+object. ``--variants`` adds the bits step with ``--channels-last``, ``--amp`` or ``--compile``.
 
     python benchmarks/step.py --depth 20 --repeats 20
+    python benchmarks/step.py --variants bits bits+channels_last bits+amp bits+compile
 """
 import argparse
 import json
@@ -21,11 +23,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from models import resnet  # noqa: E402
 
 
-def make_step(model, decay):
+def make_step(model, decay, amp=False, channels_last=False, compile=False):
+    """One training step as utils.engine does it, with the speed flags of the scripts."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    net = torch.compile(model) if compile else model
+    device = next(model.parameters()).device
 
     def step(x, y):
-        loss = F.cross_entropy(model(x), y)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            logits = net(x)
+        loss = F.cross_entropy(logits.float(), y)
         if decay:
             loss = loss + decay * model.regularizer()
         optimizer.zero_grad(set_to_none=True)
@@ -47,16 +56,24 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--variants", nargs="+", default=["bits", "finetune"],
+                        help="besides float: bits, finetune, bits+channels_last, bits+amp, "
+                             "bits+compile")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     x = torch.randn(args.batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
-    steps = {
-        "float": make_step(resnet(depth=args.depth).to(device), 0.0),
-        "bits": make_step(resnet(depth=args.depth).to_bits_(8).to(device), 0.01),
-        "finetune": make_step(resnet(depth=args.depth).to_bits_(8).to_finetune_().to(device), 0.0),
+    bits = lambda: resnet(depth=args.depth).to_bits_(8).to(device)  # noqa: E731
+    variants = {
+        "float": lambda: make_step(resnet(depth=args.depth).to(device), 0.0),
+        "bits": lambda: make_step(bits(), 0.01),
+        "finetune": lambda: make_step(bits().to_finetune_(), 0.0),
+        "bits+channels_last": lambda: make_step(bits(), 0.01, channels_last=True),
+        "bits+amp": lambda: make_step(bits(), 0.01, amp=True),
+        "bits+compile": lambda: make_step(bits(), 0.01, compile=True),
     }
+    steps = {name: variants[name]() for name in ["float", *args.variants]}
     times = {name: [] for name in steps}
     for i in range(args.warmup + args.repeats):
         for name, step in steps.items():

@@ -116,3 +116,14 @@ def test_no_dataset_offline_is_one_clean_line(tmp_path):
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "cifar-10-batches-py" in lines[0]
+
+
+def test_speed_flags_run_end_to_end(tmp_path, cifar10_root):
+    """--amp (bf16 autocast, here on the CPU) and --channels-last through a BSQ epoch; the
+    result stays a valid bit model whose evaluation reproduces the reported accuracy."""
+    common = f"--depth 8 --data-root {cifar10_root} --manualSeed 0"
+    fig = figures(run(tmp_path, "cifar_prune_STE.py", f"{common} --epochs 1 --Prun_Int 1 --L1 "
+                      "--bin --checkpoint fast --amp --channels-last"))
+    evaluated = figures(run(tmp_path, "cifar_finetune.py", f"{common} --bin --evaluate --model "
+                            "fast/checkpoint.pth.tar"))
+    assert evaluated["acc"] == fig["acc"] and evaluated["scheme"] == fig["scheme"]
