@@ -5,6 +5,8 @@ from .bitlayer import BitConv2d, BitLayer, BitLinear
 from .bitmodel import BitModel
 from .resnet import ResNet, resnet
 
+__all__ = ["ARCHS", "BitConv2d", "BitLayer", "BitLinear", "BitModel", "ResNet", "build_model",
+           "load_model", "resnet"]
 ARCHS = {"resnet": resnet}
 
 

@@ -2,7 +2,6 @@
 CheckpointError or load as valid data: never another exception, never a hang."""
 import io
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 

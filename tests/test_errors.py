@@ -7,7 +7,6 @@ import sys
 
 import pytest
 
-from cifar_fixture import make_cifar
 from utils.checkpoint import checkpoint_state, save_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

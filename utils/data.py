@@ -15,8 +15,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision import transforms
-from torchvision.datasets.utils import download_and_extract_archive
 
 from .errors import BSQError
 
@@ -60,6 +58,13 @@ def _spec(name):
 
 def _one_line(err):
     return " ".join(f"{type(err).__name__}: {err}".split())
+
+
+def download_and_extract_archive(url, download_root, md5):
+    """torchvision's downloader, imported on first use (torchvision takes 2 s to import)."""
+    from torchvision.datasets.utils import download_and_extract_archive as download
+
+    download(url, download_root=download_root, md5=md5)
 
 
 def _download(spec, root, folder):
@@ -249,6 +254,8 @@ def torchvision_loaders(train_images, train_labels, test_images, test_labels, tr
     ``loader.sampler.set_epoch``); crop/flip draws come from the workers' torch RNG. The test
     split is never sharded: every rank evaluates all of it.
     """
+    from torchvision import transforms  # imported only on this path: 2 s at every start
+
     normalize = [transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
     augment = [transforms.RandomCrop(32, padding=PAD), transforms.RandomHorizontalFlip()]
     train_tf = transforms.Compose(augment + normalize)
