@@ -8,14 +8,14 @@ checkpoint); ``curves.png``: test accuracy, regularizer, compression and average
 from ``log.txt``, re-quantization epochs marked; ``tradeoff.png``: a sweep's accuracy against
 compression, from ``sweep.json``.
 """
-import argparse
 
+from utils.cli import Parser
 from utils.errors import run_main
 from utils.plots import plot_folder
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description="PNG charts of a checkpoint or sweep folder")
+    parser = Parser(description="PNG charts of a checkpoint or sweep folder")
     parser.add_argument("folder", help="a run's --checkpoint folder, or a sweep's --out folder")
     parser.add_argument("--out", default="", help="folder for the PNGs (default: the folder)")
     return parser

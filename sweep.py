@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from utils.cli import DATASETS
+from utils.cli import DATASETS, Parser
 from utils.errors import BSQError, run_main
 from utils.logs import write_json
 from utils.plots import MissingExtra, plot_tradeoff
@@ -47,9 +47,8 @@ class StageFailed(BSQError):
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description="BSQ recipe for a list of alphas, with the "
-                                     "train-from-scratch baseline",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = Parser(description="BSQ recipe for a list of alphas, with the train-from-scratch "
+                    "baseline", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add("--decays", type=float, nargs="+", required=True, help="the alphas (--decay) to run")
     add("--epochs-scale", type=float, default=1.0,
