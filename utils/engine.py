@@ -116,6 +116,7 @@ def rng_state():
 
 
 def set_rng_state(state):
+    """Restore the generators saved by ``rng_state``."""
     torch.set_rng_state(state["torch"])
     keys = state["numpy"].numpy()
     np.random.set_state(("MT19937", keys[:-1].astype(np.uint32), int(keys[-1]), 0, 0.0))
