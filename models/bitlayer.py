@@ -98,12 +98,10 @@ class BitLayer:
         finetune form, exact or continuous bits): ``W = scale * code / (2^N - 1)``, int64."""
         nbits = self.nbits[slot]
         if nbits == 0:
-            return torch.zeros(self.shapes[slot], dtype=torch.long, device=self.weight_device())
+            scale = getattr(self, NAMES[slot][2])
+            return torch.zeros(self.shapes[slot], dtype=torch.long, device=scale.device)
         w = self._value(slot).clamp(-1.0, 1.0)
         return (torch.round(w.abs() * levels(nbits)) * torch.sign(w)).long()
-
-    def weight_device(self):
-        return next(self.parameters()).device
 
     def allocate(self, form, nbits):
         """Empty parameters of ``form`` at precisions ``nbits`` (slot -> N), e.g. to load a state dict."""

@@ -195,6 +195,6 @@ def load_model_state(model, ckpt, path=""):
         model.allocate(form, scheme)
         model.load_state_dict(state)
     except (KeyError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint {path} does not fit this model: "
-                              f"{_first_line(e).strip(chr(34))}") from None
+        reason = _first_line(e).strip('"')
+        raise CheckpointError(f"checkpoint {path} does not fit this model: {reason}") from None
     return model
