@@ -4,7 +4,7 @@ import math
 import torch
 
 from models import resnet
-from utils.regularizer import bit_group_lasso
+from utils.regularizer import PlaneSquares, bit_group_lasso
 
 
 def test_value_and_gradient_by_hand():
@@ -44,3 +44,16 @@ def test_model_regularizer_skips_shortcut_convs_and_zero_layers():
     fc.requantize_()
     assert fc.precision()[0] == 0
     assert model.regularizer() < expected
+
+
+def test_plane_squares_match_autograd_bit_for_bit():
+    torch.manual_seed(0)
+    for shape in [(16, 3, 3, 3, 8), (10, 64, 5), (10, 1)]:  # conv weight, fc weight, fc bias
+        p, n = ((2 * torch.rand(shape)).requires_grad_() for _ in range(2))  # continuous bits
+        upstream = torch.randn(shape[-1])
+        reference = (p.square() + n.square()).reshape(-1, shape[-1]).sum(0)
+        ref_grads = torch.autograd.grad(reference, (p, n), upstream)
+        value = PlaneSquares.apply(p, n)
+        grads = torch.autograd.grad(value, (p, n), upstream)
+        assert torch.equal(value, reference)
+        assert all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
