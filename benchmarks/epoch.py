@@ -25,7 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models import resnet  # noqa: E402
 from utils.data import DeviceLoader, torchvision_loaders  # noqa: E402
-from utils.engine import train_one_epoch  # noqa: E402
+from utils.engine import make_step, train_one_epoch  # noqa: E402
+from utils.graphs import CUDAGraphStep  # noqa: E402
 
 
 def models(depth):
@@ -41,6 +42,8 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="on a GPU, replay each step as a CUDA graph, as the scripts' flag does")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gen = torch.Generator().manual_seed(0)
@@ -55,16 +58,18 @@ def main():
     nets = {k: (m.to(device), d) for k, (m, d) in models(args.depth).items()}
     variants = [("bsq", name) for name in loaders] + [("train", "device"), ("train", "premade"),
                                                       ("finetune", "device")]
-    optimizers = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-                  for k, (m, _) in nets.items()}
+    steps = {k: make_step(m, torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9), d)
+             for k, (m, d) in nets.items()}
+    if device.type == "cuda" and args.cuda_graphs:
+        steps = {k: CUDAGraphStep(step) for k, step in steps.items()}
     times = {v: [] for v in variants}
     for i in range(args.repeats + 1):
         for loop, data in variants:
-            model, decay = nets[loop]
+            model = nets[loop][0]
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            train_one_epoch(model, loaders[data], optimizers[loop], decay)
+            train_one_epoch(model, loaders[data], steps[loop])
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if i:  # the first round warms up
@@ -87,6 +92,7 @@ def main():
             data: round(seconds[f"data-only/{data}"] / seconds["bsq/premade"], 4)
             for data in ("device", "torchvision")},
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "cuda_graphs": device.type == "cuda" and args.cuda_graphs,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "workers": args.workers,
     }))
 

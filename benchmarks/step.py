@@ -3,10 +3,12 @@
 All three are the same ResNet with the same activation quantizers; only the weight form differs.
 Steps are timed interleaved (float, bits, finetune, float, ...) so that machine noise hits all
 variants alike; medians over the repeats, and their ratios to float, are printed as one JSON
-object. ``--variants`` adds the bits step with ``--channels-last``, ``--amp`` or ``--compile``.
+object. ``--variants`` adds the bits step with ``--channels-last``, ``--amp`` or ``--compile``,
+and on a GPU the steps replayed as CUDA graphs (``+graph``), as the scripts run them there.
 
     python benchmarks/step.py --depth 20 --repeats 20
     python benchmarks/step.py --variants bits bits+channels_last bits+amp bits+compile
+    python benchmarks/step.py --variants bits finetune float+graph bits+graph finetune+graph
 """
 import argparse
 import json
@@ -21,28 +23,17 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models import resnet  # noqa: E402
+from utils.engine import make_step  # noqa: E402
+from utils.graphs import CUDAGraphStep  # noqa: E402
 
 
-def make_step(model, decay, amp=False, channels_last=False, compile=False):
-    """One training step as utils.engine does it, with the speed flags of the scripts."""
+def make(model, decay, amp=False, channels_last=False, compile=False, graph=False):
+    """One training step exactly as the scripts run it (``utils.engine.make_step``), with their
+    speed flags; ``graph`` replays it as a CUDA graph (the scripts' default on one GPU)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     net = torch.compile(model) if compile else model
-    device = next(model.parameters()).device
-
-    def step(x, y):
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            logits = net(x)
-        loss = F.cross_entropy(logits.float(), y)
-        if decay:
-            loss = loss + decay * model.regularizer()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        model.clamp_()
-
-    return step
+    step = make_step(model, optimizer, decay, amp, channels_last, net)
+    return CUDAGraphStep(step) if graph else step
 
 
 def sync(device):
@@ -58,7 +49,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--variants", nargs="+", default=["bits", "finetune"],
                         help="besides float: bits, finetune, bits+channels_last, bits+amp, "
-                             "bits+compile")
+                             "bits+compile; on CUDA also float+graph, bits+graph, finetune+graph, "
+                             "bits+compile+graph, bits+amp+graph (replayed as a CUDA graph)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
@@ -66,12 +58,17 @@ def main():
     y = torch.randint(0, 10, (args.batch,), device=device)
     bits = lambda: resnet(depth=args.depth).to_bits_(8).to(device)  # noqa: E731
     variants = {
-        "float": lambda: make_step(resnet(depth=args.depth).to(device), 0.0),
-        "bits": lambda: make_step(bits(), 0.01),
-        "finetune": lambda: make_step(bits().to_finetune_(), 0.0),
-        "bits+channels_last": lambda: make_step(bits(), 0.01, channels_last=True),
-        "bits+amp": lambda: make_step(bits(), 0.01, amp=True),
-        "bits+compile": lambda: make_step(bits(), 0.01, compile=True),
+        "float": lambda: make(resnet(depth=args.depth).to(device), 0.0),
+        "bits": lambda: make(bits(), 0.01),
+        "finetune": lambda: make(bits().to_finetune_(), 0.0),
+        "bits+channels_last": lambda: make(bits(), 0.01, channels_last=True),
+        "bits+amp": lambda: make(bits(), 0.01, amp=True),
+        "bits+compile": lambda: make(bits(), 0.01, compile=True),
+        "float+graph": lambda: make(resnet(depth=args.depth).to(device), 0.0, graph=True),
+        "bits+graph": lambda: make(bits(), 0.01, graph=True),
+        "finetune+graph": lambda: make(bits().to_finetune_(), 0.0, graph=True),
+        "bits+compile+graph": lambda: make(bits(), 0.01, compile=True, graph=True),
+        "bits+amp+graph": lambda: make(bits(), 0.01, amp=True, graph=True),
     }
     steps = {name: variants[name]() for name in ["float", *args.variants]}
     times = {name: [] for name in steps}

@@ -45,9 +45,9 @@ def kill_in_epoch(epoch, step):
     """Training epoch ``epoch`` (1-based) dies after ``step`` optimizer steps."""
     real_train = utils.engine.train_one_epoch
 
-    def train(model, loader, optimizer, decay=0.0, desc="train", *options):
+    def train(model, loader, train_step, desc="train"):
         if desc != f"epoch {epoch}":
-            return real_train(model, loader, optimizer, decay, desc, *options)
+            return real_train(model, loader, train_step, desc)
 
         def dying():
             for i, batch in enumerate(loader):
@@ -55,7 +55,7 @@ def kill_in_epoch(epoch, step):
                     die()
                 yield batch
 
-        return real_train(model, dying(), optimizer, decay, desc, *options)
+        return real_train(model, dying(), train_step, desc)
 
     utils.engine.train_one_epoch = train
 

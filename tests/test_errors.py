@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from utils.checkpoint import checkpoint_state, save_checkpoint
 
@@ -40,8 +41,6 @@ def world(tmp_path_factory, cifar10_root):
 
 
 def _make_poison(root):
-    import torch
-
     class Payload:
         def __reduce__(self):
             return exec, (f"open({str(root / 'pwned')!r}, 'w').write('ran')",)
@@ -79,7 +78,7 @@ CASES = [
     ("cifar_prune_STE.py", "--lr 1e30 --decay 1e30 --L1 --model bits8.pth.tar "
                            "--resume run/checkpoint.pth.tar", "non-finite"),
     ("cifar_train.py", "--model bits8.pth.tar", "cifar_finetune.py"),
-]
+] + ([] if torch.cuda.is_available() else [("cifar_prune_STE.py", "--cuda-graphs", "single CUDA GPU")])
 
 
 @pytest.mark.parametrize("script,args,words", CASES, ids=[f"{s}:{a}" for s, a, _ in CASES])

@@ -56,6 +56,8 @@ def base_parser(description, epochs, lr, schedule, checkpoint):
     add("--channels-last", action="store_true", help="channels-last memory format")
     add("--compile", action="store_true", help="torch.compile the training step's model "
         "(recompiled after each precision change)")
+    add("--cuda-graphs", action="store_true", help="on one GPU, replay each whole training and "
+        "test step as one CUDA graph (the eager kernels, so the eager results; not yet measured)")
     return parser
 
 
@@ -105,7 +107,11 @@ def setup(args, needs_folder=True):
                            "pick a writable folder") from None
         if not os.access(args.checkpoint, os.W_OK):
             raise BSQError(f"--checkpoint {args.checkpoint} is not writable: pick a writable folder")
-    return distributed.init("cuda" if torch.cuda.is_available() else "cpu")
+    device = distributed.init("cuda" if torch.cuda.is_available() else "cpu")
+    if args.cuda_graphs and (device.type != "cuda" or distributed.world()[1] > 1):
+        raise BSQError(f"--cuda-graphs needs a single CUDA GPU, and this run has "
+                       f"{distributed.world()[1]} {device.type} process(es): drop the flag")
+    return device
 
 
 def loaders(args, device):

@@ -1,10 +1,11 @@
 """The training and evaluation loop shared by every script.
 
-``train_one_epoch`` and ``evaluate`` are the step loops; ``fit`` runs the epochs around them
-(learning-rate schedule, logging, checkpoints) with an optional ``before_epoch`` hook, which BSQ
-uses for re-quantization. Statistics are accumulated on the device and read back once per epoch
-(and, on a terminal, every ``PROGRESS_EVERY`` steps for the progress bar), so the step makes
-no host sync.
+``make_step`` and ``make_eval_step`` build the training and test steps, ``train_one_epoch``
+and ``evaluate`` loop them over a loader, and ``fit`` runs the epochs around them (learning-rate
+schedule, logging, checkpoints) with an optional ``before_epoch`` hook, which BSQ uses for
+re-quantization. Statistics are accumulated on the device and read back once per epoch (and, on
+a terminal, every ``PROGRESS_EVERY`` steps for the progress bar), so the step makes no host
+sync and can be replayed as a CUDA graph (``utils/graphs.py``).
 """
 import math
 import os
@@ -20,6 +21,7 @@ from tqdm import tqdm
 from . import distributed
 from .checkpoint import CheckpointError, checkpoint_state, save_checkpoint
 from .errors import BSQError
+from .graphs import CUDAGraphStep
 from .logs import TSVLog, epoch_line
 
 PROGRESS_EVERY = 20
@@ -50,39 +52,53 @@ def make_optimizer(model, args):
                            weight_decay=args.wd)
 
 
-def train_one_epoch(model, loader, optimizer, decay=0.0, desc="train", amp=False,
-                    channels_last=False):
-    """One epoch of ``CE + decay * B/TP``, each step followed by the method's clamp.
+def make_step(model, optimizer, decay=0.0, amp=False, channels_last=False, net=None):
+    """The training step ``step(x, y)``: ``CE + decay * B/TP``, backward, optimizer step, clamp.
 
-    ``amp`` runs the forward pass under bf16 autocast (the layers keep their quantizers in
-    fp32); the regularizer is computed once per step, outside autocast, in fp32.
-
-    Returns ``{"loss", "reg", "acc"}``: mean cross-entropy, mean regularizer ``B/TP`` (0 when
-    ``decay`` is 0) and training accuracy in percent.
+    ``net`` is what the forward pass calls, ``model`` (the ``BitModel``) unless given: its DDP
+    wrapper or compiled view. ``amp`` runs the forward pass under bf16 autocast (the layers keep
+    their quantizers in fp32); the regularizer is computed once per step, outside autocast, in
+    fp32. Returns the step's ``[sum of CE, sum of B/TP, correct]`` over the batch as a (3,) device tensor; the
+    step makes no host sync and no host-to-device copy, so it can be captured as a CUDA graph.
     """
-    model.train()
-    bsq = unwrap(model)
-    device = next(model.parameters()).device
-    totals = torch.zeros(4, dtype=torch.float64, device=device)  # ce, reg, correct, count
-    bar = progress(loader, desc)
-    for step, (x, y) in enumerate(bar):
+    net = model if net is None else net
+
+    def step(x, y):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            logits = model(x)
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=amp, cache_enabled=False):
+            logits = net(x)
         ce = F.cross_entropy(logits.float(), y)
-        reg = bsq.regularizer() if decay else torch.zeros((), device=device)
+        reg = model.regularizer() if decay else torch.zeros_like(ce)
         loss = ce + decay * reg
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        bsq.clamp_()
+        model.clamp_()
         n = y.numel()
-        totals += torch.stack([ce.detach() * n, reg.detach() * n,
-                               (logits.argmax(1) == y).sum(), torch.tensor(n, device=device)])
-        if not bar.disable and step % PROGRESS_EVERY == 0:
-            ce_sum, _, correct, count = totals.tolist()
+        return torch.stack([ce.detach() * n, reg.detach() * n, (logits.argmax(1) == y).sum()])
+
+    return step
+
+
+def train_one_epoch(model, loader, step, desc="train"):
+    """One epoch of ``step`` (see ``make_step``) over ``loader``, ``model`` in train mode.
+
+    Returns ``{"loss", "reg", "acc"}``: mean cross-entropy, mean regularizer ``B/TP`` (0 when
+    the step has no decay) and training accuracy in percent.
+    """
+    model.train()
+    device = next(model.parameters()).device
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # ce, reg, correct
+    count = 0
+    bar = progress(loader, desc)
+    for i, (x, y) in enumerate(bar):
+        totals += step(x, y)
+        count += len(y)
+        if not bar.disable and i % PROGRESS_EVERY == 0:
+            ce_sum, _, correct = totals.tolist()
             bar.set_postfix(loss=f"{ce_sum / count:.3f}", acc=f"{100 * correct / count:.2f}")
+    totals = torch.cat([totals, totals.new_tensor([count])])
     ce_sum, reg_sum, correct, count = distributed.all_reduce_(totals).tolist()
     if not math.isfinite(ce_sum + reg_sum):
         raise NonFiniteLoss("the training loss became non-finite: lower --lr (or --decay); "
@@ -90,17 +106,29 @@ def train_one_epoch(model, loader, optimizer, decay=0.0, desc="train", amp=False
     return {"loss": ce_sum / count, "reg": reg_sum / count, "acc": 100 * correct / count}
 
 
-@torch.no_grad()
-def evaluate(model, loader, desc="test"):
-    """Test loss and accuracy (percent) of ``model`` in eval mode."""
-    model.eval()
-    device = next(model.parameters()).device
-    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
-    for x, y in progress(loader, desc):
+def make_eval_step(model):
+    """The test step ``step(x, y)``: ``[sum of CE, correct]`` over the batch, a (2,) device tensor."""
+
+    def step(x, y):
         logits = model(x)
-        totals += torch.stack([F.cross_entropy(logits, y, reduction="sum"),
-                               (logits.argmax(1) == y).sum(), torch.tensor(y.numel(), device=device)])
-    loss, correct, count = totals.tolist()
+        return torch.stack([F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(1) == y).sum()])
+
+    return step
+
+
+@torch.no_grad()
+def evaluate(model, loader, desc="test", step=None):
+    """Test loss and accuracy (percent) of ``model`` in eval mode, through ``step`` when given
+    (e.g. ``make_eval_step`` replayed as a CUDA graph)."""
+    model.eval()
+    step = step or make_eval_step(model)
+    device = next(model.parameters()).device
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # loss, correct
+    count = 0
+    for x, y in progress(loader, desc):
+        totals += step(x, y)
+        count += len(y)
+    loss, correct = totals.tolist()
     return {"loss": loss / count, "acc": 100 * correct / count}
 
 
@@ -137,18 +165,26 @@ def restore_training_state(optimizer, ckpt, path):
                               f"({type(e).__name__}): resume with the same flags") from None
 
 
-def training_view(model, device, args):
-    """What the training step calls: the model, wrapped for DDP under torchrun, compiled with
-    ``--compile``. Rebuilt after every precision change (new parameter shapes).
+def steps(model, optimizer, device, args, decay=0.0):
+    """The training and test steps of ``fit``, rebuilt after every precision change.
 
-    On a single GPU ``--compile`` also captures CUDA graphs (mode ``reduce-overhead``): BSQ's
-    step is many small kernels, and replaying them as one graph is most of the gain.
+    The training step calls the model wrapped for DDP under torchrun, and compiled with
+    ``--compile``. BSQ's step is thousands of small kernels, and on a GPU launching them one by
+    one from Python is most of its time. On a single GPU ``--cuda-graphs`` replays each whole
+    step, training and test, as one CUDA graph (``CUDAGraphStep``); without it, ``--compile``
+    captures the compiled forward and backward passes (mode ``reduce-overhead``).
     """
     net = distributed.wrap(model, device)
-    if not args.compile:
-        return net
-    graphs = device.type == "cuda" and distributed.world()[1] == 1
-    return torch.compile(net, mode="reduce-overhead" if graphs else "default")
+    one_gpu = device.type == "cuda" and distributed.world()[1] == 1
+    graphs = one_gpu and args.cuda_graphs
+    if args.compile:
+        net = torch.compile(net, mode="reduce-overhead" if one_gpu and not graphs else "default")
+    train = make_step(model, optimizer, decay, args.amp, args.channels_last, net)
+    test = make_eval_step(model)
+    if graphs:
+        lrs = lambda: [group["lr"] for group in optimizer.param_groups]  # noqa: E731
+        train, test = CUDAGraphStep(train, key=lrs), CUDAGraphStep(test)
+    return train, test
 
 
 def fit(model, train_loader, test_loader, args, *, decay=0.0, before_epoch=None, resume=None):
@@ -168,27 +204,28 @@ def fit(model, train_loader, test_loader, args, *, decay=0.0, before_epoch=None,
         for p in bsq.parameters():
             if p.dim() == 4:
                 p.data = p.data.contiguous(memory_format=torch.channels_last)
-    net, optimizer = training_view(bsq, device, args), make_optimizer(bsq, args)
+    optimizer = make_optimizer(bsq, args)
     best_acc = 0.0
     if resume is not None:
         restore_training_state(optimizer, resume, args.resume)
         args.start_epoch, best_acc = resume.get("epoch") or 0, resume.get("best_acc") or 0.0
+    train_step, test_step = steps(bsq, optimizer, device, args, decay)
     log = TSVLog(os.path.join(args.checkpoint, "log.txt"),
                  resume_epoch=None if resume is None else args.start_epoch)
     test = {"acc": None}
     for epoch in range(args.start_epoch, args.epochs):
         if before_epoch is not None and before_epoch(epoch):
             distributed.check_replicas(bsq)
-            net, optimizer = training_view(bsq, device, args), make_optimizer(bsq, args)
+            optimizer = make_optimizer(bsq, args)
+            train_step, test_step = steps(bsq, optimizer, device, args, decay)
         lr = lr_at(epoch, args.lr, args.schedule, args.gamma)
         for group in optimizer.param_groups:
             group["lr"] = lr
         train_loader.set_epoch(epoch)
         start = time.perf_counter()
-        train = train_one_epoch(net, train_loader, optimizer, decay, f"epoch {epoch + 1}",
-                                args.amp, args.channels_last)
+        train = train_one_epoch(bsq, train_loader, train_step, f"epoch {epoch + 1}")
         distributed.broadcast_(bsq)  # rank 0's BatchNorm statistics everywhere
-        test = evaluate(bsq, test_loader)
+        test = evaluate(bsq, test_loader, step=test_step)
         seconds = time.perf_counter() - start
         best_acc = max(best_acc, test["acc"])
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
