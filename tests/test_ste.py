@@ -87,3 +87,18 @@ def test_pact_clips_and_routes_gradients():
     assert torch.equal(x.grad, torch.tensor([0.0, 2.0, 3.0, 0.0, 0.0, 0.0]))
     assert alpha.grad.shape == alpha.shape
     assert alpha.grad.item() == 4.0 + 5.0 + 6.0
+
+
+def test_quantizers_equal_the_sign_magnitude_formulas_bit_for_bit():
+    """The quantizers compute ``round(x k)`` for ``sign(x) round(|x| k)``: equal, ties included."""
+    torch.manual_seed(0)
+    for nbits in range(1, 9):
+        step = 2 ** nbits - 1
+        ties = (torch.arange(-step, step, dtype=torch.float32) + 0.5) / step  # x * step near m + 1/2
+        near = torch.cat([ties, ties.nextafter(torch.tensor(2.0)), ties.nextafter(torch.tensor(-2.0))])
+        x = torch.cat([near, torch.randn(2000) * 0.8, torch.tensor([0.0, -0.0, 1.0, -1.0, 3.0])])
+        literal = torch.sign(x) * torch.round(x.clamp(-1, 1).abs() * step) / step
+        assert torch.equal(WeightQuant.apply(x, nbits), literal)
+        s = x.abs().max()
+        literal = s * torch.round(x.abs() * step / s) / step * torch.sign(x)
+        assert torch.equal(ActQuant.apply(x, nbits), literal)
