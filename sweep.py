@@ -42,6 +42,9 @@ RECIPE = {  # README, "The recipe"
 }
 
 
+SPEED_FLAGS = ("--amp", "--channels-last", "--compile", "--cuda-graphs")
+
+
 class StageFailed(BSQError):
     """A stage of the sweep exited with an error."""
 
@@ -66,7 +69,18 @@ def get_args_parser():
     add("--train-batch", type=int, default=128)
     add("--test-batch", type=int, default=100)
     add("--manualSeed", type=int, default=0, help="seed of every stage")
+    for flag in SPEED_FLAGS:
+        add(flag, action="store_true", help="passed to every stage (see the README's Speed)")
     return parser
+
+
+def common_flags(args):
+    """The flags every stage gets: model, data, seed and the speed flags given."""
+    flags = ["-a", args.arch, "--depth", str(args.depth), "-d", args.dataset, "--data-root",
+             os.path.abspath(args.data_root), "--loader", args.loader, "--act", str(args.act),
+             "--train-batch", str(args.train_batch), "--test-batch", str(args.test_batch),
+             "--manualSeed", str(args.manualSeed)]
+    return flags + [f for f in SPEED_FLAGS if getattr(args, f[2:].replace("-", "_"))]
 
 
 def scaled(epochs, factor):
@@ -158,10 +172,7 @@ def main(args):
         os.makedirs(out, exist_ok=True)
     except OSError as e:
         raise BSQError(f"--out {args.out} cannot be created ({e.strerror})") from None
-    common = ["-a", args.arch, "--depth", str(args.depth), "-d", args.dataset, "--data-root",
-              os.path.abspath(args.data_root), "--loader", args.loader, "--act", str(args.act),
-              "--train-batch", str(args.train_batch), "--test-batch", str(args.test_batch),
-              "--manualSeed", str(args.manualSeed)]
+    common = common_flags(args)
     stages = {}
     float_model = os.path.abspath(args.float_model) if args.float_model else None
     if float_model is None:

@@ -70,6 +70,13 @@ def test_epochs_and_milestones_scale_with_at_least_one():
     assert flags[flags.index("--schedule") + 1] == "25"
 
 
+def test_speed_flags_reach_every_stage():
+    parse = sweep.get_args_parser().parse_args
+    assert not set(sweep.SPEED_FLAGS) & set(sweep.common_flags(parse(["--decays", "0.1"])))
+    flags = sweep.common_flags(parse(["--decays", "0.1", "--cuda-graphs", "--channels-last"]))
+    assert "--cuda-graphs" in flags and "--channels-last" in flags and "--amp" not in flags
+
+
 def test_table_rows_are_the_stages_final_lines(swept):
     out, figures, _ = swept
     run = out / RUN
