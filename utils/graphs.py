@@ -24,7 +24,7 @@ class CUDAGraphStep:
 
     def __init__(self, step, key=lambda: None, warmup=3):
         self.step, self.key, self.warmup = step, key, warmup
-        self.graph, self.shape, self.warm = None, None, 0
+        self.graph, self.shape, self.warm, self.side_stream = None, None, 0, None
 
     def __call__(self, x, y):
         if self.graph is not None and self.key() != self.captured_key:
@@ -47,24 +47,30 @@ class CUDAGraphStep:
         self.captured_key = self.key()
         self.graph, self.out = self._record(lambda: self.step(self.x, self.y))
 
-    @staticmethod
-    def _record(fn):
+    def _record(self, fn):
         """Capture ``fn()`` into a new CUDA graph; returns the graph and fn's static output.
 
-        ``thread_local``: only this thread's CUDA calls are barred during the capture, so a
-        DataLoader's pin-memory thread (``--loader torchvision``) may go on allocating.
+        The capture runs on the warm-up stream, whose library handles and workspaces the
+        warm-up created. ``thread_local``: only this thread's CUDA calls are barred during the
+        capture, so a DataLoader's pin-memory thread (``--loader torchvision``) may go on.
         """
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph, stream=self._stream(), capture_error_mode="thread_local"):
             out = fn()
         return graph, out
 
     def _on_side_stream(self, x, y):
-        """A warm-up call, on a side stream as capture requires (lazily created library handles
-        and autograd's stream bookkeeping must not land in the capture's stream)."""
-        stream = torch.cuda.Stream()
+        """A warm-up call, on a side stream as capture requires: lazily created library handles
+        and autograd's stream bookkeeping must not first appear inside the capture."""
+        stream = self._stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             out = self.step(x, y)
         torch.cuda.current_stream().wait_stream(stream)
         return out
+
+    def _stream(self):
+        """The one side stream of warm-ups and captures, made on first use."""
+        if self.side_stream is None:
+            self.side_stream = torch.cuda.Stream()
+        return self.side_stream
