@@ -43,7 +43,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cuda-graphs", action="store_true",
-                        help="on a GPU, replay each step as a CUDA graph, as the scripts' flag does")
+                        help="on a GPU, replay each step as a CUDA graph (the scripts' flag)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gen = torch.Generator().manual_seed(0)

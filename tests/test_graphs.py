@@ -48,7 +48,7 @@ class StandInGraphStep(CUDAGraphStep):
 
 
 def batches(n, batch, seed, device="cpu"):
-    """n images split into batches of ``batch``; the last one partial when batch does not divide n."""
+    """n images in batches of ``batch``; the last one partial when batch does not divide n."""
     g = torch.Generator().manual_seed(seed)
     x, y = torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
     return list(zip(x.to(device).split(batch), y.to(device).split(batch)))

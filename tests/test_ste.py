@@ -59,6 +59,7 @@ def test_plane_weights():
 
 @pytest.mark.parametrize("nbits", [1, 2, 4, 8])
 def test_act_quant_matches_formula(nbits):
+    torch.manual_seed(nbits)
     x = torch.relu(torch.randn(4, 8, 5, 5)) * 3
     s = x.abs().max()
     step = 2 ** nbits - 1
@@ -66,7 +67,8 @@ def test_act_quant_matches_formula(nbits):
     out = ActQuant.apply(x, nbits)
     assert torch.equal(out, expected)
     assert out.unique().numel() <= step + 1
-    assert out.max() == s
+    # The maximum maps to S * (2^a - 1) / (2^a - 1): S up to one rounding of each fp32 op.
+    torch.testing.assert_close(out.max(), s, rtol=2 * FP32_EPS, atol=0)
 
 
 def test_act_quant_zero_tensor_and_gradient():
@@ -94,8 +96,9 @@ def test_quantizers_equal_the_sign_magnitude_formulas_bit_for_bit():
     torch.manual_seed(0)
     for nbits in range(1, 9):
         step = 2 ** nbits - 1
-        ties = (torch.arange(-step, step, dtype=torch.float32) + 0.5) / step  # x * step near m + 1/2
-        near = torch.cat([ties, ties.nextafter(torch.tensor(2.0)), ties.nextafter(torch.tensor(-2.0))])
+        ties = (torch.arange(-step, step, dtype=torch.float32) + 0.5) / step  # x step ~ m + 1/2
+        up, down = torch.tensor(2.0), torch.tensor(-2.0)
+        near = torch.cat([ties, ties.nextafter(up), ties.nextafter(down)])
         x = torch.cat([near, torch.randn(2000) * 0.8, torch.tensor([0.0, -0.0, 1.0, -1.0, 3.0])])
         literal = torch.sign(x) * torch.round(x.clamp(-1, 1).abs() * step) / step
         assert torch.equal(WeightQuant.apply(x, nbits), literal)

@@ -108,9 +108,10 @@ def setup(args, needs_folder=True):
         if not os.access(args.checkpoint, os.W_OK):
             raise BSQError(f"--checkpoint {args.checkpoint} is not writable: pick a writable folder")
     device = distributed.init("cuda" if torch.cuda.is_available() else "cpu")
-    if args.cuda_graphs and (device.type != "cuda" or distributed.world()[1] > 1):
-        raise BSQError(f"--cuda-graphs needs a single CUDA GPU, and this run has "
-                       f"{distributed.world()[1]} {device.type} process(es): drop the flag")
+    processes = distributed.world()[1]
+    if args.cuda_graphs and (device.type != "cuda" or processes > 1):
+        raise BSQError(f"--cuda-graphs needs a single CUDA GPU, and this run has {processes} "
+                       f"{device.type} process(es): drop the flag")
     return device
 
 

@@ -58,8 +58,9 @@ def make_step(model, optimizer, decay=0.0, amp=False, channels_last=False, net=N
     ``net`` is what the forward pass calls, ``model`` (the ``BitModel``) unless given: its DDP
     wrapper or compiled view. ``amp`` runs the forward pass under bf16 autocast (the layers keep
     their quantizers in fp32); the regularizer is computed once per step, outside autocast, in
-    fp32. Returns the step's ``[sum of CE, sum of B/TP, correct]`` over the batch as a (3,) device tensor; the
-    step makes no host sync and no host-to-device copy, so it can be captured as a CUDA graph.
+    fp32. Returns the step's ``[sum of CE, sum of B/TP, correct]`` over the batch as a (3,)
+    device tensor. The step makes no host sync and no host-to-device copy, so it can be
+    captured as a CUDA graph.
     """
     net = model if net is None else net
 
@@ -107,11 +108,12 @@ def train_one_epoch(model, loader, step, desc="train"):
 
 
 def make_eval_step(model):
-    """The test step ``step(x, y)``: ``[sum of CE, correct]`` over the batch, a (2,) device tensor."""
+    """The test step ``step(x, y)``: ``[sum of CE, correct]`` over the batch, a (2,) tensor."""
 
     def step(x, y):
         logits = model(x)
-        return torch.stack([F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(1) == y).sum()])
+        return torch.stack([F.cross_entropy(logits, y, reduction="sum"),
+                            (logits.argmax(1) == y).sum()])
 
     return step
 
