@@ -18,7 +18,6 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,7 +28,7 @@ from utils.graphs import CUDAGraphStep  # noqa: E402
 
 def make(model, decay, amp=False, channels_last=False, compile=False, graph=False):
     """One training step exactly as the scripts run it (``utils.engine.make_step``), with their
-    speed flags; ``graph`` replays it as a CUDA graph (the scripts' default on one GPU)."""
+    speed flags; ``graph`` replays it as a CUDA graph, as ``--cuda-graphs`` does."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     net = torch.compile(model) if compile else model
     step = make_step(model, optimizer, decay, amp, channels_last, net)
