@@ -44,13 +44,15 @@ def main(args):
         model = build_model(args, num_classes)
         print(f"no --model: starting from a random {args.Nbits}-bit model", flush=True)
     model.to_bits_(args.Nbits).to(device)
+    if resume is None:
+        model.requantize_(0.0)  # as the release does once on loading, before the epochs
     if args.evaluate:
         acc = evaluate(model, test_loader)["acc"]
         print(scheme_report(model, acc))
         return summary(model, acc, acc, args.resume or args.model)
 
     def requantize(epoch):
-        """BSQ_METHOD.md step 1-3 at the start of every epoch e with e % Prun_Int == 0."""
+        """docs/method.md, steps 1-3, at the start of every epoch e with e % Prun_Int == 0."""
         if epoch % args.Prun_Int:
             return False
         model.requantize_(args.thre)
@@ -64,7 +66,7 @@ def main(args):
     _, best_acc = fit(model, train_loader, test_loader, args, decay=decay,
                       before_epoch=requantize, resume=resume)
 
-    model.requantize_(args.thre)
+    model.requantize_(0.0)  # the release's final re-quantization drops only empty planes
     acc = evaluate(model, test_loader)["acc"]
     print(scheme_report(model, acc))
     write_scheme_json(model, os.path.join(args.checkpoint, "scheme.json"), acc)

@@ -6,7 +6,7 @@ from utils.regularizer import bit_group_lasso
 
 from .bitlayer import FORMS, BitLayer
 
-CLAMP = {"bits": (0.0, 2.0), "finetune": (-1.0, 1.0)}  # BSQ_METHOD.md: after every step
+CLAMP = {"bits": (0.0, 2.0), "finetune": (-1.0, 1.0)}  # docs/method.md: after every step
 FLOAT_BITS = 32
 
 
@@ -41,7 +41,7 @@ class BitModel(nn.Module):
         if form != "float":
             missing = [name for name, _ in layers if name not in scheme]
             if missing:
-                raise KeyError(f"scheme lacks layers {', '.join(missing)}")
+                raise KeyError(f"has no precision for layers {', '.join(missing)}")
         for name, m in layers:
             nbits = scheme[name] if scheme else m.precision()
             m.allocate(form, {"weight": nbits[0], "bias": nbits[1]})
@@ -67,11 +67,9 @@ class BitModel(nn.Module):
         return self
 
     def requantize_(self, thre=0.0):
-        """Re-quantize and drop planes in every layer; returns whether the scheme changed."""
-        before = self.scheme()
+        """Re-quantize and drop planes in every layer (docs/method.md, steps 1-2)."""
         for _, m in self.quant_layers():
             m.requantize_(thre)
-        return self.scheme() != before
 
     def size(self):
         """``(TP, TB)``: quantized weights (classifier bias included) and their bits.
@@ -95,9 +93,8 @@ class BitModel(nn.Module):
         return bits / total
 
     def regularizer(self):
-        """``B / TP`` of Eq. 5 over the bit planes (bits form)."""
-        groups = [g for _, m in self.quant_layers() for g in m.bit_groups()]
-        return bit_group_lasso(groups, self.size()[0])
+        """``B`` of Eq. 5 over the bit planes (bits form): the loss is ``CE + alpha * B / TP``."""
+        return bit_group_lasso([g for _, m in self.quant_layers() for g in m.bit_groups()])
 
     def clamp_(self):
         """After an optimizer step: bit planes to [0, 2], or finetune weights to [-1, 1]."""

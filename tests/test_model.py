@@ -108,9 +108,9 @@ def test_bsq_training_step_and_regrowth():
     torch.manual_seed(0)
     model = resnet(depth=8).to_bits_(4)
     opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
-    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    x, y, tp = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)), model.size()[0]
     for _ in range(3):
-        loss = torch.nn.functional.cross_entropy(model(x), y) + 0.1 * model.regularizer()
+        loss = torch.nn.functional.cross_entropy(model(x), y) + 0.1 * model.regularizer() / tp
         opt.zero_grad()
         loss.backward()
         opt.step()

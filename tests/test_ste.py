@@ -2,8 +2,9 @@
 import pytest
 import torch
 
+import release_arith as release
 from models import BitLinear
-from utils.bits import plane_weights
+from utils.bits import plane_value, plane_weights
 from utils.ste import ActQuant, PACTClip, WeightQuant
 
 FP32_EPS = torch.finfo(torch.float32).eps
@@ -44,9 +45,9 @@ def test_plane_gradient_is_scale_times_plane_weight_times_upstream():
         expected = 0.37 * e[i] * upstream
         torch.testing.assert_close(layer.pweight.grad[..., i], expected, rtol=FP32_EPS * 4, atol=0)
         torch.testing.assert_close(layer.nweight.grad[..., i], -expected, rtol=FP32_EPS * 4, atol=0)
-    w = (layer.pweight - layer.nweight).detach() @ torch.tensor(e)
+    w = plane_value(layer.pweight, layer.nweight).detach()
     q = torch.sign(w) * torch.round(w.clamp(-1, 1).abs() * 15) / 15
-    torch.testing.assert_close(layer.scale.grad, (q * upstream).sum().reshape(1))
+    torch.testing.assert_close(layer.scale.grad, (q * upstream).sum())
 
 
 def test_plane_weights():
@@ -57,18 +58,31 @@ def test_plane_weights():
         assert torch.all(e[:-1] == 2 * e[1:])
 
 
-@pytest.mark.parametrize("nbits", [1, 2, 4, 8])
-def test_act_quant_matches_formula(nbits):
-    torch.manual_seed(nbits)
-    x = torch.relu(torch.randn(4, 8, 5, 5)) * 3
-    s = x.abs().max()
+def act_inputs(nbits, seed):
+    """Random activations at several ranges, exact ties of the rounding, their fp32 neighbours,
+    an all-equal tensor and an all-zero one."""
+    g = torch.Generator().manual_seed(seed)
     step = 2 ** nbits - 1
-    expected = s * torch.round(x.abs() * step / s) / step * torch.sign(x)
-    out = ActQuant.apply(x, nbits)
-    assert torch.equal(out, expected)
-    assert out.unique().numel() <= step + 1
-    # The maximum maps to S * (2^a - 1) / (2^a - 1): S up to one rounding of each fp32 op.
-    torch.testing.assert_close(out.max(), s, rtol=2 * FP32_EPS, atol=0)
+    ties = torch.cat([torch.arange(step) + 0.5, torch.tensor([float(step)])])  # max = step: x k / S = m + 1/2
+    near = torch.cat([ties, ties.nextafter(torch.tensor(-1.0)), torch.tensor([float(step)])])
+    return [torch.relu(torch.randn(4, 8, 5, 5, generator=g)) * scale for scale in (1e-3, 1.0, 6.0)] \
+        + [torch.randn(300, generator=g) * 3, ties, near, torch.full((7,), 0.3), torch.zeros(5)]
+
+
+@pytest.mark.parametrize("nbits", range(1, 9))
+def test_act_quant_is_the_release_formula_bit_for_bit(nbits):
+    for x in act_inputs(nbits, seed=nbits):
+        out = ActQuant.apply(x, nbits)
+        assert torch.equal(out, release.act_quant(x, nbits)), x
+        assert out.unique().numel() <= 2 * (2 ** nbits - 1) + 1
+
+
+def test_act_quant_operation_order_matters():
+    """``(S r) / k`` instead of ``S (r / k)`` differs in fp32: the order is worth a test."""
+    x = torch.relu(torch.randn(10000, generator=torch.Generator().manual_seed(0))) * 2.7
+    s, step = x.max(), 15
+    r = torch.round(x * step / s)
+    assert not torch.equal(s * r / step, release.act_quant(x, 4))
 
 
 def test_act_quant_zero_tensor_and_gradient():
@@ -86,7 +100,7 @@ def test_pact_clips_and_routes_gradients():
     assert torch.equal(y.detach(), torch.tensor([0.0, 0.0, 0.7, 1.5, 1.5, 1.5]))
     g = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     (y * g).sum().backward()
-    assert torch.equal(x.grad, torch.tensor([0.0, 2.0, 3.0, 0.0, 0.0, 0.0]))
+    assert torch.equal(x.grad, torch.tensor([0.0, 2.0, 3.0, 4.0, 0.0, 0.0]))  # x == alpha: both
     assert alpha.grad.shape == alpha.shape
     assert alpha.grad.item() == 4.0 + 5.0 + 6.0
 
@@ -102,6 +116,4 @@ def test_quantizers_equal_the_sign_magnitude_formulas_bit_for_bit():
         x = torch.cat([near, torch.randn(2000) * 0.8, torch.tensor([0.0, -0.0, 1.0, -1.0, 3.0])])
         literal = torch.sign(x) * torch.round(x.clamp(-1, 1).abs() * step) / step
         assert torch.equal(WeightQuant.apply(x, nbits), literal)
-        s = x.abs().max()
-        literal = s * torch.round(x.abs() * step / s) / step * torch.sign(x)
-        assert torch.equal(ActQuant.apply(x, nbits), literal)
+        assert torch.equal(ActQuant.apply(x, nbits), release.act_quant(x, nbits))

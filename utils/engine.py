@@ -53,16 +53,17 @@ def make_optimizer(model, args):
 
 
 def make_step(model, optimizer, decay=0.0, amp=False, channels_last=False, net=None):
-    """The training step ``step(x, y)``: ``CE + decay * B/TP``, backward, optimizer step, clamp.
+    """The training step ``step(x, y)``: ``CE + decay * B / TP``, backward, optimizer step, clamp.
 
     ``net`` is what the forward pass calls, ``model`` (the ``BitModel``) unless given: its DDP
     wrapper or compiled view. ``amp`` runs the forward pass under bf16 autocast (the layers keep
     their quantizers in fp32); the regularizer is computed once per step, outside autocast, in
-    fp32. Returns the step's ``[sum of CE, sum of B/TP, correct]`` over the batch as a (3,)
-    device tensor. The step makes no host sync and no host-to-device copy, so it can be
-    captured as a CUDA graph.
+    fp32, and added as the release adds it: ``(decay * B) / TP``. Returns the step's
+    ``[sum of CE, sum of B/TP, correct]`` over the batch as a (3,) device tensor. The step makes
+    no host sync and no host-to-device copy, so it can be captured as a CUDA graph.
     """
     net = model if net is None else net
+    total_params = model.size()[0]  # TP: fixed by the architecture, whatever the precisions
 
     def step(x, y):
         if channels_last:
@@ -70,14 +71,18 @@ def make_step(model, optimizer, decay=0.0, amp=False, channels_last=False, net=N
         with torch.autocast(x.device.type, torch.bfloat16, enabled=amp, cache_enabled=False):
             logits = net(x)
         ce = F.cross_entropy(logits.float(), y)
-        reg = model.regularizer() if decay else torch.zeros_like(ce)
-        loss = ce + decay * reg
+        if decay:
+            bits = model.regularizer()  # B of Eq. 5
+            loss = ce + decay * bits / total_params
+            reg = bits.detach() / total_params
+        else:
+            loss, reg = ce, torch.zeros_like(ce)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         model.clamp_()
         n = y.numel()
-        return torch.stack([ce.detach() * n, reg.detach() * n, (logits.argmax(1) == y).sum()])
+        return torch.stack([ce.detach() * n, reg * n, (logits.argmax(1) == y).sum()])
 
     return step
 

@@ -1,9 +1,12 @@
 """Straight-through estimators: the weight quantizer Q_N, the activation quantizer and PACT.
 
 Each autograd function's ``backward`` returns exactly one gradient slot per ``forward`` input
-(``None`` for the integer precision arguments).
+(``None`` for the integer precision arguments). The forward passes compute the original
+release's fp32 operations in its order (docs/method.md, "Operation order").
 """
 import torch
+
+SMALLEST_POSITIVE = 2.0 ** -149  # the smallest positive float32: a divisor that is never 0
 
 
 def levels(nbits):
@@ -14,7 +17,7 @@ def levels(nbits):
 class WeightQuant(torch.autograd.Function):
     """``Q_N(x) = sign(x) * round(|clip(x, -1, 1)| (2^N - 1)) / (2^N - 1)`` with ``dQ/dx = 1``.
 
-    BSQ_METHOD.md, "Bit representation": the forward pass of both the bit representation
+    docs/method.md, "Bit representation": the forward pass of both the bit representation
     (``x = sum_i (p_i - n_i) e_i``) and the finetune form (``x = w``). The gradient is passed
     straight through everywhere, also where ``|x| > 1`` (continuous bits may exceed the range).
     """
@@ -32,9 +35,10 @@ class WeightQuant(torch.autograd.Function):
 class ActQuant(torch.autograd.Function):
     """Per-tensor activation quantizer scaled by the batch maximum, gradient straight through.
 
-    BSQ_METHOD.md, "Network": ``S = max|x|``,
-    ``x_q = S * round(|x| (2^a - 1) / S) / (2^a - 1) * sign(x)``. An all-zero tensor maps to zero.
-    ``S`` stays a device tensor, so no host synchronisation happens here. Computed in fp32.
+    docs/method.md, "Activations": ``S = max|x|``, ``x_q = S * (round(|x| k / S) / k) * sign(x)``
+    with ``k = 2^a - 1``, in exactly this order: one fp32 rounding elsewhere (``(S * r) / k``
+    for ``S * (r / k)``) changes a BSQ training run. An all-zero tensor maps to zero. ``S``
+    stays a device tensor, so no host synchronisation happens here. Computed in fp32.
 
     Both quantizers drop the sign-magnitude split: ``round`` rounds half to even, an odd
     function, and negating an fp32 product or quotient is exact, so ``round(x k) = sign(x)
@@ -45,8 +49,8 @@ class ActQuant(torch.autograd.Function):
     def forward(ctx, x, nbits):
         step = levels(nbits)
         x = x.float()  # exact levels also when autocast hands over bf16
-        s = x.detach().abs().amax().clamp_min(torch.finfo(x.dtype).tiny)  # () per-batch range
-        return s * torch.round(x * step / s) / step
+        s = x.detach().abs().amax().clamp_min(SMALLEST_POSITIVE)  # () per-batch range
+        return s * (torch.round(x * step / s) / step)
 
     @staticmethod
     def backward(ctx, grad):
@@ -56,8 +60,9 @@ class ActQuant(torch.autograd.Function):
 class PACTClip(torch.autograd.Function):
     """PACT: ``y = clip(x, 0, alpha)`` with a learnable clipping level ``alpha``.
 
-    ``dy/dx = 1`` on ``0 <= x < alpha`` and 0 elsewhere; ``dL/dalpha`` is the sum of the upstream
-    gradients where ``x >= alpha`` (BSQ_METHOD.md, "Network", 1 <= act <= 3).
+    As in the release, ``dy/dx = 1`` on ``0 <= x <= alpha`` and 0 elsewhere, and ``dL/dalpha``
+    is the sum of the upstream gradients where ``x >= alpha`` (docs/method.md, "Activations"):
+    at ``x == alpha`` both receive it.
     """
 
     @staticmethod
@@ -68,7 +73,6 @@ class PACTClip(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, alpha = ctx.saved_tensors
-        above = x >= alpha
-        grad_x = grad * ((x >= 0) & ~above)
-        grad_alpha = (grad * above).sum().reshape(alpha.shape)
+        grad_x = grad * ((x >= 0) & (x <= alpha))
+        grad_alpha = (grad * (x >= alpha)).sum().reshape(alpha.shape)
         return grad_x, grad_alpha
