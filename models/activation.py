@@ -1,4 +1,4 @@
-"""Activation quantizers of the quantized ResNet blocks (BSQ_METHOD.md, "Network")."""
+"""Activation quantizers of the quantized ResNet blocks (docs/method.md, "Activations")."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

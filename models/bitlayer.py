@@ -1,7 +1,7 @@
 """Weights in bit representation, written once and shared by ``BitConv2d`` and ``BitLinear``.
 
 A quantized layer holds its weight (and, for the classifier, its bias) in one of three forms
-(BSQ_METHOD.md, "Bit representation" and "Finetuning"):
+(docs/method.md, "Bit representation" and "Finetuning"):
 
 ==========  ===========================================  ===================================
 form        parameters (weight / bias)                   forward
@@ -12,7 +12,8 @@ bits        ``pweight nweight scale`` / ``pbias nbias``   ``scale * Q_N(sum_i (p
 finetune    ``weight scale`` / ``bias biasscale``        ``scale * Q_N(w)``, w on the N-bit grid
 ==========  ===========================================  ===================================
 
-Parameter names are the original release's, so state dicts move between the two by at most a
+Parameter names and shapes are the original release's (``scale`` and ``biasscale`` are 0-dim, as
+in every bit checkpoint the release writes), so state dicts move between the two by at most a
 ``module.`` prefix. Precision 0 marks an all-zero tensor: it keeps one zero plane, outputs zero
 and gets no gradient, so it stays zero.
 """
@@ -81,16 +82,12 @@ class BitLayer:
         if slot not in tensors:
             self.register_parameter(slot, None)
 
-    def _install_code(self, slot, form, code, scale, nbits):
-        """Install an integer code (slot's shape) at ``nbits`` with ``scale`` (1,) in ``form``."""
+    def _install_bits(self, slot, code, scale, nbits):
+        """Install an integer code (slot's shape) at ``nbits`` with a 0-dim ``scale``, bits form."""
         p_name, n_name, s_name = NAMES[slot]
         self.nbits[slot] = nbits
-        if form == "bits":
-            p, n = encode(code, max(nbits, 1), dtype=scale.dtype)
-            self._install(slot, {p_name: p, n_name: n, s_name: scale}, nbits > 0)
-        else:
-            w = (code.double() / levels(max(nbits, 1))).to(scale.dtype)
-            self._install(slot, {slot: w, s_name: scale}, nbits > 0)
+        p, n = encode(code, max(nbits, 1), dtype=scale.dtype)
+        self._install(slot, {p_name: p, n_name: n, s_name: scale}, nbits > 0)
 
     @torch.no_grad()
     def code(self, slot):
@@ -114,9 +111,9 @@ class BitLayer:
             elif form == "bits":
                 planes = shape + (max(nb, 1),)
                 tensors = {p_name: ref.new_zeros(planes), n_name: ref.new_zeros(planes),
-                           s_name: ref.new_zeros(1)}
+                           s_name: ref.new_zeros(())}
             else:
-                tensors = {slot: ref.new_zeros(shape), s_name: ref.new_zeros(1)}
+                tensors = {slot: ref.new_zeros(shape), s_name: ref.new_zeros(())}
             self.nbits[slot] = nb
             self._install(slot, tensors, form == "float" or nb > 0)
         self.form = form
@@ -127,7 +124,7 @@ class BitLayer:
         """float -> bits at ``nbits`` (slot -> N), or finetune -> bits exactly (nbits ignored).
 
         From float: ``S = max|W|``, ``R = round(|W| (2^N - 1) / S)``, ``scale = S``
-        (BSQ_METHOD.md, "Float -> bits"); an all-zero tensor, or precision 0 asked for, gives a
+        (docs/method.md, "Float -> bits"); an all-zero tensor, or precision 0 asked for, gives a
         zeroed tensor at precision 0.
         From finetune: the code ``round(|clip(w)| (2^N - 1))`` that ``Q_N`` uses, same scale.
         """
@@ -140,18 +137,21 @@ class BitLayer:
                 code = code if nb else torch.zeros_like(code)
             else:
                 code, scale, nb = self.code(slot), getattr(self, NAMES[slot][2]), self.nbits[slot]
-            self._install_code(slot, "bits", code, scale.detach().clone(), nb)
+            self._install_bits(slot, code, scale.detach().clone(), nb)
         self.form = "bits"
 
     @torch.no_grad()
     def to_finetune_(self):
-        """bits -> finetune: drop all-zero planes (re-quantize at t = 0), then ``w = c / (2^N-1)``."""
+        """bits -> finetune: drop all-zero planes (re-quantize at t = 0), then, as the release
+        does, ``w = sum_i (p_i - n_i) e_i`` in fp32 (on the N-bit grid up to its rounding)."""
         if self.form == "finetune":
             return
         self.requantize_(0.0)
         for slot in self.slots:
-            scale = getattr(self, NAMES[slot][2]).detach().clone()
-            self._install_code(slot, "finetune", self.code(slot), scale, self.nbits[slot])
+            p_name, n_name, s_name = NAMES[slot]
+            w = plane_value(getattr(self, p_name), getattr(self, n_name))
+            scale = getattr(self, s_name).detach().clone()
+            self._install(slot, {slot: w, s_name: scale}, self.nbits[slot] > 0)
         self.form = "finetune"
 
     @torch.no_grad()
@@ -164,7 +164,7 @@ class BitLayer:
 
     @torch.no_grad()
     def requantize_(self, thre=0.0):
-        """Re-quantize the bit planes and drop planes (BSQ_METHOD.md steps 1-2). Bits form only."""
+        """Re-quantize the bit planes and drop planes (docs/method.md, steps 1-2). Bits form only."""
         assert self.form == "bits", "re-quantization needs the bit representation"
         for slot in self.slots:
             p_name, n_name, s_name = NAMES[slot]

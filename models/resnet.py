@@ -18,10 +18,10 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1 = BitConv2d(inplanes, planes, 3, stride, 1, bias=False, nbits=nbits)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.relu1 = ActQuantizer(act)
         self.conv2 = BitConv2d(planes, planes, 3, 1, 1, bias=False, nbits=nbits)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.relu2 = ActQuantizer(act)
+        self.relu1 = ActQuantizer(act)  # registered after the convs, as in the release, so that
+        self.relu2 = ActQuantizer(act)  # parameters (PACT alphas) and optimizer states line up
         self.downsample = None
         if stride != 1 or inplanes != planes:
             self.downsample = nn.Sequential(

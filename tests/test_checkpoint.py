@@ -22,7 +22,7 @@ def release_bits(weight, nbits):
     positive = (weight > 0).unsqueeze(-1).float()
     negative = (weight < 0).unsqueeze(-1).float()
     dequantized = code.float() / (2 ** nbits - 1) * torch.sign(weight) * s
-    return digits * positive, digits * negative, s.reshape(1), dequantized
+    return digits * positive, digits * negative, s, dequantized  # the release stores S 0-dim
 
 
 def test_release_bit_checkpoint_loads_with_identical_logits(images, tmp_path):

@@ -97,11 +97,11 @@ def test_file_size_is_the_bits_rounded_to_bytes_plus_the_header(tmp_path):
 
 def test_damaged_files_are_refused(tmp_path):
     path = str(tmp_path / "model.bsq")
-    write_packed(path, {}, [("t", torch.tensor([[3, -1], [0, 2]]), 2, torch.tensor([0.5]))],
+    write_packed(path, {}, [("t", torch.tensor([[3, -1], [0, 2]]), 2, torch.tensor(0.5))],
                  {"f": torch.arange(3.0)})
     _, quantized, floats = read_packed(path)
     assert torch.equal(quantized["t"][0], torch.tensor([[3, -1], [0, 2]]))
-    assert quantized["t"][1] == 2 and torch.equal(quantized["t"][2], torch.tensor([0.5]))
+    assert quantized["t"][1] == 2 and torch.equal(quantized["t"][2], torch.tensor(0.5))
     assert torch.equal(floats["f"], torch.arange(3.0))
     data = open(path, "rb").read()
     for name, content in (("short.bsq", data[:-3]), ("foreign.bsq", b"PK\x03\x04" + data[4:])):
@@ -112,7 +112,7 @@ def test_damaged_files_are_refused(tmp_path):
     with pytest.raises(PackedFileError):
         read_packed(str(tmp_path / "missing.bsq"))
     with pytest.raises(ValueError):
-        write_packed(path, {}, [("t", torch.tensor([4]), 2, torch.tensor([1.0]))], {})
+        write_packed(path, {}, [("t", torch.tensor([4]), 2, torch.tensor(1.0))], {})
 
 
 def test_export_script_bad_flags_are_one_line_errors(tmp_path):

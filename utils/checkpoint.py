@@ -171,8 +171,10 @@ def load_model_state(model, ckpt, path=""):
     """Load a checkpoint (ours or the release's) into ``model``, in the checkpoint's form.
 
     The model's quantized layers are first given the checkpoint's form and scheme
-    (``Nbit_dict`` before the state dict, as the release does). Raises ``CheckpointError``
-    naming what does not fit: depth, class count, or missing layers.
+    (``Nbit_dict`` before the state dict, as the release does). ``scale``/``biasscale`` load
+    whether 0-dim (the release's files, and ours) or of shape (1,). Raises ``CheckpointError``
+    naming what does not fit: depth, class count, activation mode, or the first tensor whose
+    name or shape differs.
     """
     state = strip_prefix(ckpt["state_dict"])
     depth, classes = describe(state)
@@ -193,8 +195,33 @@ def load_model_state(model, ckpt, path=""):
         raise CheckpointError(f"checkpoint {path} is a finetune model without Nbit_dict")
     try:
         model.allocate(form, scheme)
+    except KeyError as e:
+        reason = _first_line(e).strip("'")
+        raise CheckpointError(f"checkpoint {path} does not fit this model: its Nbit_dict "
+                              f"{reason}") from None
+    problem = _mismatch(model.state_dict(), state)
+    if problem:
+        raise CheckpointError(f"checkpoint {path} does not fit this model ({problem}): give a "
+                              "checkpoint of this architecture whose Nbit_dict matches its planes")
+    try:
         model.load_state_dict(state)
-    except (KeyError, RuntimeError) as e:
-        reason = _first_line(e).strip('"')
-        raise CheckpointError(f"checkpoint {path} does not fit this model: {reason}") from None
+    except RuntimeError as e:  # e.g. a tensor of a type that cannot be copied into the model
+        reason = " ".join(str(e).split())[-200:]
+        raise CheckpointError(f"checkpoint {path} does not fit this model ({reason})") from None
     return model
+
+
+def _mismatch(expected, state):
+    """The first difference between the model's state dict and a file's, as one phrase, or None.
+
+    A (1,) tensor in the file fits a 0-dim one in the model (``load_state_dict`` takes its one
+    element): older files of ours store the scales that way.
+    """
+    for key, tensor in expected.items():
+        if key not in state:
+            return f"{key}: missing from the file"
+        got = state[key]
+        if got.shape != tensor.shape and not (tensor.dim() == 0 and tuple(got.shape) == (1,)):
+            return f"{key}: file {tuple(got.shape)} vs model {tuple(tensor.shape)}"
+    extra = next((key for key in state if key not in expected), None)
+    return None if extra is None else f"{extra}: in the file, not in this model"

@@ -72,7 +72,7 @@ def quantized_bytes(numel, nbits):
 
 
 def pack_quantized(code, nbits, scale):
-    """Integer code (any shape, ``|code| <= 2^N - 1``) and scale (1,) -> the tensor's blob."""
+    """Integer code (any shape, ``|code| <= 2^N - 1``) and 0-dim scale -> the tensor's blob."""
     flat = code.detach().reshape(-1).cpu().long().numpy()  # (numel,)
     if nbits and np.abs(flat).max(initial=0) >= 1 << nbits:
         raise ValueError(f"a code exceeds {nbits} bits")
@@ -84,10 +84,11 @@ def pack_quantized(code, nbits, scale):
 
 
 def unpack_quantized(blob, shape, nbits):
-    """A quantized tensor's blob -> ``(code, scale)``: int64 of ``shape`` and float32 (1,)."""
+    """A quantized tensor's blob -> ``(code, scale)``: int64 of ``shape`` and a 0-dim float32."""
     numel = math.prod(shape)
     _, sign_bytes, _ = quantized_bytes(numel, nbits)
     scale = torch.from_numpy(np.frombuffer(blob[:SCALE_BYTES], dtype="<f4").astype(np.float32))
+    scale = scale.reshape(())
     if nbits == 0:
         return torch.zeros(shape, dtype=torch.long), scale
     body = blob[SCALE_BYTES:]
