@@ -9,30 +9,39 @@
 Finetuning trains ``W = scale * Q_N(w)`` per layer at the loaded scheme and writes the best
 model twice: ``best_float.pth.tar`` (plain float weights) and ``best_bin.pth.tar`` (bits).
 """
+import copy
 import os
 
-from models import load_model
-from utils.checkpoint import checkpoint_state, save_checkpoint
-from utils.cli import DATASETS, add_bit_args, base_parser, loaders, setup
-from utils.engine import evaluate, fit
+from models import build_model, load_model
+from utils.checkpoint import checkpoint_state, load_model_state, save_checkpoint
+from utils.cli import (RECIPE, Parser, add_bit_flags, add_data_flags, add_device_flags,
+                       add_model_flags, add_output_flags, add_run_flags, add_schedule_flags,
+                       add_seed_flags, add_speed_flags)
+from utils.console import summary, times
+from utils.engine import evaluate
 from utils.errors import BSQError, run_main
-from utils.logs import scheme_report, summary, write_scheme_json
+from utils.fit import Schedule, fit
+from utils.report import scheme_report, write_scheme_json
+from utils.rundir import check_run, interrupted, open_run
+from utils.setup import check_form, loaders, model_config, setup, speed
 
 
-def get_args_parser():
-    parser = base_parser("Evaluate or finetune a BSQ model with its scheme fixed", epochs=300,
-                         lr=0.01, schedule=[150, 250], checkpoint="checkpoints/cifar10/bsq-ft")
-    add_bit_args(parser, bin_help="--model is in bit representation (without it: a float model, "
-                                  "finetuned at a uniform --Nbits)")
+def get_args_parser(add_help=True):
+    parser = Parser(description="Evaluate or finetune a BSQ model with its scheme fixed",
+                    add_help=add_help)
+    add_model_flags(parser)
+    add_data_flags(parser)
+    add_schedule_flags(parser, RECIPE["finetune"])
+    add_run_flags(parser, checkpoint="checkpoints/cifar10/bsq-ft", resume=True,
+                  evaluate="only evaluate --model: accuracy, ones per bit plane, precision per "
+                           "layer, compression; write nothing")
+    add_bit_flags(parser, nbits_help="precision a float --model is finetuned at",
+                  bin_help="--model is in bit representation (without it: a float model)")
+    add_seed_flags(parser)
+    add_device_flags(parser)
+    add_speed_flags(parser)
+    add_output_flags(parser)
     return parser
-
-
-def check_form(model, args, path):
-    """The flags must describe the checkpoint: ``--bin`` for bit models, none for float ones."""
-    if args.bin and model.form == "float":
-        raise BSQError(f"{path} is a float model but --bin was given: drop --bin")
-    if not args.bin and model.form != "float":
-        raise BSQError(f"{path} is a bit-representation model: add --bin")
 
 
 def alphas(model):
@@ -40,52 +49,57 @@ def alphas(model):
 
 
 def main(args):
-    device = setup(args, needs_folder=not args.evaluate)
-    path = args.resume or args.model
-    if not path:
+    if not (args.resume or args.model):
         raise BSQError("cifar_finetune.py needs --model (or --resume): the checkpoint to use")
-    num_classes = DATASETS[args.dataset]
-    train_loader, test_loader, _ = loaders(args, device)
-    model, ckpt = load_model(path, args, num_classes)
-    check_form(model, args, path)
+    resume = None if args.evaluate else check_run(args)
+    device = setup(args, resume)
+    run_speed = speed(args, device)
+    train_loader, test_loader = loaders(args, device)
+    if resume is not None:
+        model = load_model_state(build_model(**model_config(args)), resume, args.resume)
+    else:
+        model, ckpt = load_model(args.model, **model_config(args))
+        check_form(model, args, args.model)
     model.to(device)
 
     if args.evaluate:
         acc = evaluate(model, test_loader)["acc"]
         print(f"test accuracy {acc:.2f}%")
         if model.form != "float":
-            print(scheme_report(model.to_bits_(), acc))
+            model.to_bits_()  # the report counts the ones of each bit plane
+            print(scheme_report(model, acc))
         if alphas(model):
             print(f"PACT alphas: {alphas(model)}")
-        return summary(model, acc, ckpt.get("best_acc"), path)
+        return summary(model, acc, ckpt.get("best_acc"), args.model)
 
-    resume = None
-    if args.resume:
-        resume = ckpt
-    elif model.form == "float":
-        model.to_bits_(args.Nbits)
-    model.to_finetune_()
+    if resume is None:
+        if model.form == "float":
+            model.to_bits_(args.Nbits)
+        model.to_finetune_()
     print(f"finetuning ResNet-{args.depth} at {model.avg_bits():.3f} bits per weight "
-          f"({model.compression():.2f}x), seed {args.manualSeed}, {device}", flush=True)
-    fit(model, train_loader, test_loader, args, resume=resume)
-
-    best_path = os.path.join(args.checkpoint, "model_best.pth.tar")
-    float_path = os.path.join(args.checkpoint, "best_float.pth.tar")
-    bin_path = os.path.join(args.checkpoint, "best_bin.pth.tar")
-    best, best_ckpt = load_model(best_path, args, num_classes)
-    best_acc, scheme = best_ckpt["acc"], best.scheme()
-    save_checkpoint(checkpoint_state(best.to_float_(), args.epochs, best_acc, best_acc, None, args,
-                                     scheme), float_path)
-    best, _ = load_model(best_path, args, num_classes)
-    best.to_bits_().to(device)
-    acc = evaluate(best, test_loader)["acc"]
-    save_checkpoint(checkpoint_state(best, args.epochs, acc, best_acc, None, args), bin_path)
-    print(scheme_report(best, acc))
-    write_scheme_json(best, os.path.join(args.checkpoint, "scheme.json"), acc)
-    print(f"best model written to {float_path} and {bin_path}: test accuracy {acc:.2f}%",
-          flush=True)
-    return summary(best, acc, best_acc, bin_path)
+          f"({times(model.compression())}), seed {args.manualSeed}, {device}", flush=True)
+    folder = args.checkpoint
+    with open_run(args):
+        fit(model, train_loader, test_loader, Schedule.from_args(args), folder, speed=run_speed,
+            resume=resume, start_epoch=args.start_epoch, progress_every=args.progress,
+            record=args)
+        best, best_ckpt = load_model(os.path.join(folder, "model_best.pth.tar"),
+                                     **model_config(args))
+        best_acc = best_ckpt["acc"]
+        save_checkpoint(checkpoint_state(copy.deepcopy(best).to_float_(), epoch=args.epochs,
+                                         acc=best_acc, best_acc=best_acc, args=args,
+                                         scheme=best.scheme()),
+                        os.path.join(folder, "best_float.pth.tar"))
+        best.to_bits_().to(device)
+        acc = evaluate(best, test_loader)["acc"]
+        save_checkpoint(checkpoint_state(best, epoch=args.epochs, acc=acc, best_acc=best_acc,
+                                         args=args), os.path.join(folder, "best_bin.pth.tar"))
+        print(scheme_report(best, acc))
+        write_scheme_json(best, os.path.join(folder, "scheme.json"), acc)
+    print(f"best model written to {folder}/best_float.pth.tar and {folder}/best_bin.pth.tar: "
+          f"test accuracy {acc:.2f}%", flush=True)
+    return summary(best, acc, best_acc, os.path.join(folder, "best_bin.pth.tar"))
 
 
 if __name__ == "__main__":
-    run_main(main, get_args_parser())
+    run_main(main, get_args_parser(), interrupted=interrupted)

@@ -8,40 +8,52 @@
 import os
 
 from models import build_model, load_model
-from utils.checkpoint import checkpoint_state, save_checkpoint
-from utils.cli import DATASETS, add_bit_args, base_parser, loaders, setup
-from utils.engine import evaluate, fit, rng_state
+from utils.checkpoint import checkpoint_state, load_model_state, save_checkpoint
+from utils.cli import (RECIPE, Parser, add_bit_flags, add_bsq_flags, add_data_flags,
+                       add_device_flags, add_model_flags, add_output_flags, add_run_flags,
+                       add_schedule_flags, add_seed_flags, add_speed_flags)
+from utils.console import summary, times
+from utils.engine import evaluate
 from utils.errors import run_main
-from utils.logs import scheme_report, summary, write_scheme_json
+from utils.fit import Schedule, fit
+from utils.report import scheme_report, write_scheme_json
+from utils.rng import rng_state
+from utils.rundir import check_run, interrupted, open_run
+from utils.setup import check_form, loaders, model_config, setup, speed
 
 
-def get_args_parser():
-    parser = base_parser("BSQ training of a bit-representation CIFAR ResNet", epochs=350, lr=0.1,
-                         schedule=[250], checkpoint="checkpoints/cifar10/bsq")
-    add_bit_args(parser, bin_help="train in bit representation (always on; kept for the "
-                                  "release's command lines)")
-    parser.add_argument("--decay", type=float, default=0.01, help="alpha of Eq. 5")
-    parser.add_argument("--L1", action="store_true", help="turn the bit group-Lasso on")
-    parser.add_argument("--Prun_Int", type=int, default=100,
-                        help="epochs between re-quantizations / precision adjustments")
-    parser.add_argument("--thre", type=float, default=0.0,
-                        help="drop planes with at most this percentage of nonzero bits")
+def get_args_parser(add_help=True):
+    parser = Parser(description="BSQ training of a bit-representation CIFAR ResNet",
+                    add_help=add_help)
+    add_model_flags(parser)
+    add_data_flags(parser)
+    add_schedule_flags(parser, RECIPE["bsq"])
+    add_run_flags(parser, checkpoint="checkpoints/cifar10/bsq", resume=True,
+                  evaluate="only evaluate the (re-quantized) --model; write nothing")
+    add_bit_flags(parser, nbits_help="precision a float or random starting model is converted to",
+                  bin_help="--model is in bit representation (without it: a float model)")
+    add_bsq_flags(parser)
+    add_seed_flags(parser)
+    add_device_flags(parser)
+    add_speed_flags(parser)
+    add_output_flags(parser)
     return parser
 
 
 def main(args):
-    device = setup(args)
-    num_classes = DATASETS[args.dataset]
-    train_loader, test_loader, _ = loaders(args, device)
-    resume = None
-    if args.resume or args.model:
-        model, ckpt = load_model(args.resume or args.model, args, num_classes)
-        if args.resume:
-            resume = ckpt
+    resume = None if args.evaluate else check_run(args)
+    device = setup(args, resume)
+    run_speed = speed(args, device)
+    train_loader, test_loader = loaders(args, device)
+    if resume is not None:
+        model = load_model_state(build_model(**model_config(args)), resume, args.resume)
+    elif args.model:
+        model, _ = load_model(args.model, **model_config(args))
+        check_form(model, args, args.model)
         if model.form == "float":
             print(f"--model is a float model: converting it to {args.Nbits} bits", flush=True)
     else:
-        model = build_model(args, num_classes)
+        model = build_model(**model_config(args))
         print(f"no --model: starting from a random {args.Nbits}-bit model", flush=True)
     model.to_bits_(args.Nbits).to(device)
     if resume is None:
@@ -49,7 +61,7 @@ def main(args):
     if args.evaluate:
         acc = evaluate(model, test_loader)["acc"]
         print(scheme_report(model, acc))
-        return summary(model, acc, acc, args.resume or args.model)
+        return summary(model, acc, acc, args.model)
 
     def requantize(epoch):
         """docs/method.md, steps 1-3, at the start of every epoch e with e % Prun_Int == 0."""
@@ -57,25 +69,27 @@ def main(args):
             return False
         model.requantize_(args.thre)
         print(f"re-quantized before epoch {epoch + 1}: {model.avg_bits():.3f} bits per weight, "
-              f"compression {model.compression():.2f}x", flush=True)
+              f"compression {times(model.compression())}", flush=True)
         return True
 
     decay = args.decay if args.L1 else 0.0
     print(f"BSQ: ResNet-{args.depth} on {args.dataset}, alpha {decay}, Prun_Int {args.Prun_Int}, "
           f"thre {args.thre}, act {args.act}, seed {args.manualSeed}, {device}", flush=True)
-    _, best_acc = fit(model, train_loader, test_loader, args, decay=decay,
-                      before_epoch=requantize, resume=resume)
-
-    model.requantize_(0.0)  # the release's final re-quantization drops only empty planes
-    acc = evaluate(model, test_loader)["acc"]
-    print(scheme_report(model, acc))
-    write_scheme_json(model, os.path.join(args.checkpoint, "scheme.json"), acc)
-    print(f"final re-quantized model: test accuracy {acc:.2f}%", flush=True)
     path = os.path.join(args.checkpoint, "checkpoint.pth.tar")
-    save_checkpoint(checkpoint_state(model, args.epochs, acc, best_acc, None, args,
-                                     rng=rng_state()), path)
+    with open_run(args):
+        _, best_acc = fit(model, train_loader, test_loader, Schedule.from_args(args),
+                          args.checkpoint, speed=run_speed, decay=decay, before_epoch=requantize,
+                          resume=resume, start_epoch=args.start_epoch,
+                          progress_every=args.progress, record=args)
+        model.requantize_(0.0)  # the release's final re-quantization drops only empty planes
+        acc = evaluate(model, test_loader)["acc"]
+        print(scheme_report(model, acc))
+        write_scheme_json(model, os.path.join(args.checkpoint, "scheme.json"), acc)
+        print(f"final re-quantized model: test accuracy {acc:.2f}%", flush=True)
+        save_checkpoint(checkpoint_state(model, epoch=args.epochs, acc=acc, best_acc=best_acc,
+                                         args=args, rng=rng_state()), path)
     return summary(model, acc, best_acc, path)
 
 
 if __name__ == "__main__":
-    run_main(main, get_args_parser())
+    run_main(main, get_args_parser(), interrupted=interrupted)

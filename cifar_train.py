@@ -2,44 +2,61 @@
 
     python cifar_train.py -a resnet --depth 20 --checkpoint checkpoints/cifar10/resnet-20
 """
-import os
-
 from models import build_model, load_model
-from utils.cli import DATASETS, base_parser, loaders, setup
-from utils.engine import evaluate, fit
+from utils.checkpoint import load_model_state
+from utils.cli import (RECIPE, Parser, add_data_flags, add_device_flags, add_model_flags,
+                       add_output_flags, add_run_flags, add_schedule_flags, add_seed_flags,
+                       add_speed_flags)
+from utils.console import summary
+from utils.engine import evaluate
 from utils.errors import BSQError, run_main
-from utils.logs import summary
+from utils.fit import Schedule, fit
+from utils.rundir import check_run, interrupted, open_run
+from utils.setup import loaders, model_config, setup, speed
 
 
-def get_args_parser():
-    return base_parser("Full-precision CIFAR ResNet training", epochs=350, lr=0.1,
-                       schedule=[150, 250, 325], checkpoint="checkpoints/cifar10/resnet-20")
+def get_args_parser(add_help=True):
+    parser = Parser(description="Full-precision CIFAR ResNet training", add_help=add_help)
+    add_model_flags(parser)
+    add_data_flags(parser)
+    add_schedule_flags(parser, RECIPE["train"])
+    add_run_flags(parser, checkpoint="checkpoints/cifar10/resnet-20", resume=True,
+                  evaluate="only evaluate --model; write nothing")
+    add_seed_flags(parser)
+    add_device_flags(parser)
+    add_speed_flags(parser)
+    add_output_flags(parser)
+    return parser
 
 
 def main(args):
-    device = setup(args, needs_folder=not args.evaluate)
-    num_classes = DATASETS[args.dataset]
-    train_loader, test_loader, _ = loaders(args, device)
-    resume = None
-    if args.resume or args.model:
-        model, ckpt = load_model(args.resume or args.model, args, num_classes)
-        if model.form != "float":
-            raise BSQError(f"{args.resume or args.model} is a {model.form} model; "
-                           "cifar_train.py trains float models (use cifar_finetune.py)")
-        if args.resume:
-            resume = ckpt
+    resume = None if args.evaluate else check_run(args)
+    device = setup(args, resume)
+    run_speed = speed(args, device)
+    train_loader, test_loader = loaders(args, device)
+    if resume is not None:
+        model = load_model_state(build_model(**model_config(args)), resume, args.resume)
+    elif args.model:
+        model, _ = load_model(args.model, **model_config(args))
     else:
-        model = build_model(args, num_classes)
+        model = build_model(**model_config(args))
+    if model.form != "float":
+        raise BSQError(f"{args.resume or args.model} is a {model.form} model; cifar_train.py "
+                       "trains float models (use cifar_finetune.py)")
     model.to(device)
     if args.evaluate:
         acc = evaluate(model, test_loader)["acc"]
-        return summary(model, acc, acc, args.resume or args.model)
+        return summary(model, acc, acc, args.model)
 
     print(f"ResNet-{args.depth} on {args.dataset}, {sum(p.numel() for p in model.parameters())} "
           f"parameters, seed {args.manualSeed}, {device}", flush=True)
-    test, best_acc = fit(model, train_loader, test_loader, args, resume=resume)
-    return summary(model, test["acc"], best_acc, os.path.join(args.checkpoint, "checkpoint.pth.tar"))
+    with open_run(args):
+        test, best_acc = fit(model, train_loader, test_loader, Schedule.from_args(args),
+                             args.checkpoint, speed=run_speed, resume=resume,
+                             start_epoch=args.start_epoch, progress_every=args.progress,
+                             record=args)
+    return summary(model, test["acc"], best_acc, f"{args.checkpoint}/checkpoint.pth.tar")
 
 
 if __name__ == "__main__":
-    run_main(main, get_args_parser())
+    run_main(main, get_args_parser(), interrupted=interrupted)

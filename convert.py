@@ -7,27 +7,36 @@ import os
 
 from models import load_model
 from utils.checkpoint import checkpoint_state, load_checkpoint, read_scheme, save_checkpoint
-from utils.cli import DATASETS, add_bit_args, base_parser, loaders, setup
+from utils.cli import (Parser, add_bit_flags, add_data_flags, add_device_flags, add_model_flags,
+                       add_run_flags)
+from utils.console import summary
 from utils.engine import evaluate
 from utils.errors import BSQError, run_main
-from utils.logs import scheme_report, summary
+from utils.report import scheme_report
+from utils.rundir import check_run, interrupted, open_run
+from utils.setup import loaders, model_config, setup
 
 
-def get_args_parser():
-    parser = base_parser("Convert a float model to bit representation", epochs=0, lr=0.1,
-                         schedule=[], checkpoint="checkpoints/cifar10/resnet-20-8")
-    add_bit_args(parser, bin_help="accepted for the release's command lines; output is always bits")
-    parser.add_argument("--dict", default="", help="checkpoint whose Nbit_dict scheme to use")
+def get_args_parser(add_help=True):
+    parser = Parser(description="Convert a float model to bit representation", add_help=add_help)
+    add_model_flags(parser)
+    add_data_flags(parser, train=False)
+    add_run_flags(parser, checkpoint="checkpoints/cifar10/resnet-20-8",
+                  model="the float checkpoint to convert (ours or the release's)")
+    add_bit_flags(parser, nbits_help="precision of every quantized layer (without --dict)")
+    parser.group("bits").add_argument("--dict", default="",
+                                      help="a bit checkpoint whose scheme (Nbit_dict) to use")
+    add_device_flags(parser)
     return parser
 
 
 def main(args):
-    device = setup(args)
     if not args.model:
         raise BSQError("convert.py needs --model: the float checkpoint to convert")
-    num_classes = DATASETS[args.dataset]
-    _, test_loader, _ = loaders(args, device)
-    model, ckpt = load_model(args.model, args, num_classes)
+    check_run(args)
+    device = setup(args)
+    _, test_loader = loaders(args, device)
+    model, _ = load_model(args.model, **model_config(args))
     if model.form != "float":
         raise BSQError(f"--model {args.model} is already a {model.form} model: give a float one")
     nbits = args.Nbits
@@ -44,12 +53,13 @@ def main(args):
     after = evaluate(model, test_loader)["acc"]
     print(scheme_report(model))
     print(f"bit representation: test accuracy {after:.2f}%", flush=True)
-    state = checkpoint_state(model, 0, after, after, None, args)
-    for name in ("checkpoint.pth.tar", "model_best.pth.tar"):
-        save_checkpoint(state, os.path.join(args.checkpoint, name))
+    state = checkpoint_state(model, acc=after, best_acc=after, args=args)
+    with open_run(args):
+        for name in ("checkpoint.pth.tar", "model_best.pth.tar"):
+            save_checkpoint(state, os.path.join(args.checkpoint, name))
     return summary(model, after, after, os.path.join(args.checkpoint, "model_best.pth.tar"),
                    float_acc=before)
 
 
 if __name__ == "__main__":
-    run_main(main, get_args_parser())
+    run_main(main, get_args_parser(), interrupted=interrupted)

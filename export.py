@@ -13,31 +13,39 @@ import os
 
 from models import load_model
 from models.packed import export_model, load_packed, same_weights, sizes
-from utils.cli import DATASETS, base_parser, loaders, setup
+from utils.cli import (Parser, add_data_flags, add_device_flags, add_model_flags,
+                       add_overwrite_flag, add_run_flags)
+from utils.console import summary
+from utils.data import num_classes
 from utils.engine import evaluate
 from utils.errors import BSQError, run_main
-from utils.logs import summary
+from utils.setup import loaders, model_config, setup
 
 
-def get_args_parser():
-    parser = base_parser("Export a BSQ model as packed integers, or evaluate a packed file",
-                         epochs=0, lr=0.1, schedule=[], checkpoint="")
-    parser.add_argument("--export", default="", metavar="FILE",
-                        help="write --model (a bit or finetune checkpoint) to this packed file")
-    parser.add_argument("--load", default="", metavar="FILE",
-                        help="rebuild the model from this packed file instead")
-    parser.add_argument("--Nbits", type=int, default=8, help="accepted for the release's flags")
-    parser.add_argument("--bin", action="store_true", help="accepted for the release's flags")
+def get_args_parser(add_help=True):
+    parser = Parser(description="Export a BSQ model as packed integers, or evaluate a packed file",
+                    add_help=add_help)
+    add_model_flags(parser)
+    add_data_flags(parser, train=False)
+    add_run_flags(parser, model="the bit or finetune checkpoint to pack (with --export)",
+                  evaluate="also evaluate the packed model (and --model) on the test set")
+    group = parser.group("packed file")
+    group.add_argument("--export", default="", metavar="FILE",
+                       help="write --model to this packed file")
+    group.add_argument("--load", default="", metavar="FILE",
+                       help="rebuild the model from this packed file instead")
+    add_overwrite_flag(parser, "replace an existing --export FILE")
+    add_device_flags(parser)
     return parser
 
 
 def size_lines(size, path):
     """The human-readable size report of a packed file."""
-    comp = 32 * size["TP"] / size["TB"] if size["TB"] else float("inf")
+    comp = f"{32 * size['TP'] / size['TB']:.2f}x" if size["TB"] else "undefined (no bits)"
     return "\n".join([
         f"packed model {path}",
         f"  paper size, TB/8       {size['paper']:>12.0f} bytes  (TB {size['TB']} bits for TP "
-        f"{size['TP']} weights, 32 TP/TB = {comp:.2f}x)",
+        f"{size['TP']} weights, 32 TP/TB = {comp})",
         f"  quantized tensors      {size['quantized']:>12} bytes  (scales, sign bits, magnitudes)",
         f"  float tensors          {size['float']:>12} bytes  (BatchNorm, shortcut convs, PACT)",
         f"  header                 {size['header']:>12} bytes",
@@ -51,19 +59,19 @@ def main(args):
         raise BSQError("give either --model CKPT --export FILE, or --load FILE")
     if args.export and not args.model:
         raise BSQError("--export needs --model: the bit or finetune checkpoint to pack")
-    device = setup(args, needs_folder=False)
+    if args.export and os.path.exists(args.export) and not args.overwrite:
+        raise BSQError(f"--export {args.export} already exists: pass --overwrite to replace it, "
+                       "or pick another file")
+    device = setup(args)
+    classes = num_classes(args.dataset)
     source = None
     if args.export:
-        source, ckpt = load_model(args.model, args, DATASETS[args.dataset])
+        source, ckpt = load_model(args.model, **model_config(args))
         if source.form == "float":
             raise BSQError(f"--model {args.model} is a float model: convert it to bits first "
                            "(convert.py) or give a BSQ / finetune checkpoint")
-        folder = os.path.dirname(os.path.abspath(args.export))
-        try:
-            os.makedirs(folder, exist_ok=True)
-            export_model(source, args.export, checkpoint=args.model, acc=ckpt.get("acc"))
-        except OSError as e:
-            raise BSQError(f"--export {args.export} cannot be written ({e.strerror})") from None
+        os.makedirs(os.path.dirname(os.path.abspath(args.export)), exist_ok=True)
+        export_model(source, args.export, checkpoint=args.model, acc=ckpt.get("acc"))
     path = args.export or args.load
     model, header = load_packed(path)
     if source is not None and not same_weights(source, model):
@@ -73,10 +81,10 @@ def main(args):
 
     acc = source_acc = None
     if args.evaluate:
-        if model.num_classes != DATASETS[args.dataset]:
+        if model.num_classes != classes:
             raise BSQError(f"{path} has {model.num_classes} classes, -d {args.dataset} has "
-                           f"{DATASETS[args.dataset]}: pass the matching -d/--dataset")
-        _, test_loader, _ = loaders(args, device)
+                           f"{classes}: pass the matching -d/--dataset")
+        _, test_loader = loaders(args, device)
         acc = evaluate(model.to(device), test_loader)["acc"]
         print(f"packed model: test accuracy {acc:.2f}%", flush=True)
         if source is not None:

@@ -14,8 +14,8 @@ from utils.errors import run_main
 from utils.plots import plot_folder
 
 
-def get_args_parser():
-    parser = Parser(description="PNG charts of a checkpoint or sweep folder")
+def get_args_parser(add_help=True):
+    parser = Parser(description="PNG charts of a checkpoint or sweep folder", add_help=add_help)
     parser.add_argument("folder", help="a run's --checkpoint folder, or a sweep's --out folder")
     parser.add_argument("--out", default="", help="folder for the PNGs (default: the folder)")
     return parser

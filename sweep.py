@@ -2,8 +2,9 @@
 
     python sweep.py --decays 0.005 0.01 0.02 --data-root data --out runs/sweep
     python sweep.py --decays 0.005 0.01 --epochs-scale 0.01 --float-model CKPT --out runs/short
+    python sweep.py --decays 0.002 0.005 0.01 0.02 --float-model CKPT --jobs 4   # 4 at once
 
-Stages, each a subprocess with the README's hyperparameters (epoch counts, lr milestones and
+Stages, each a subprocess with the recipe's hyperparameters (epoch counts, lr milestones and
 ``--Prun_Int`` multiplied by ``--epochs-scale``, rounded, at least 1), each in its own folder
 under ``--out`` with its ``stdout.txt``/``stderr.txt``:
 
@@ -14,72 +15,100 @@ under ``--out`` with its ``stdout.txt``/``stderr.txt``:
     alpha-A/scratch/     convert.py --dict: the float model at BSQ's scheme
     alpha-A/scratch-ft/  cifar_finetune.py of that, the "train from scratch" baseline
 
-Each stage's final JSON line is kept in its ``result.json``; a rerun with the same command skips
-it. The sweep writes ``sweep.json`` (every stage's figures and command), ``sweep.md`` (the table)
-and, with matplotlib, ``tradeoff.png``.
+``--jobs K`` runs up to K stages at once, as their inputs become ready; with GPUs visible, job
+slot i runs on GPU ``i % #GPUs`` (its own ``CUDA_VISIBLE_DEVICES``), so K above the GPU count
+shares GPUs (a launch-bound BSQ step leaves most of a GPU idle). While stages run, a status line
+per stage (its epoch and time left) appears every ``--progress`` seconds.
+
+Each stage's final JSON line is kept in its ``result.json``; a rerun of the same command skips
+finished stages and resumes interrupted ones from their last checkpoint (without
+``--manualSeed``, the seed drawn at the first run is kept in ``seed.txt``). The sweep writes
+``sweep.json`` (every stage's figures and command), ``sweep.md`` (the table) and, with
+matplotlib, ``tradeoff.png``.
 """
-import argparse
 import json
 import math
 import os
+import random
 import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 
-from utils.cli import DATASETS, Parser
+from utils.cli import (MAX_SEED, RECIPE, Parser, add_data_flags, add_model_flags,
+                       add_output_flags, add_speed_flags, add_threshold_flag, number)
+from utils.console import duration
 from utils.errors import BSQError, run_main
-from utils.logs import write_json
+from utils.files import atomic_write, json_text, write_json
 from utils.plots import MissingExtra, plot_tradeoff
 
 REPO = os.path.dirname(os.path.abspath(__file__))
-RECIPE = {  # README, "The recipe"
-    "train": {"epochs": 350, "lr": 0.1, "schedule": [150, 250, 325]},
-    "bsq": {"epochs": 350, "lr": 0.1, "schedule": [250], "Prun_Int": 100},
-    "finetune": {"epochs": 300, "lr": 0.01, "schedule": [150, 250]},
-}
-
-
-SPEED_FLAGS = ("--amp", "--channels-last", "--compile", "--cuda-graphs")
+SPEED_FLAGS = ("--amp", "--channels-last", "--compile")
+POLL_S = 0.2
 
 
 class StageFailed(BSQError):
     """A stage of the sweep exited with an error."""
 
 
-def get_args_parser():
+@dataclass
+class Stage:
+    name: str  # e.g. "alpha 0.01 BSQ"
+    script: str
+    flags: list
+    folder: str
+    after: tuple = ()  # stages whose results it needs
+    resumable: bool = True  # a training script: an interrupted run continues with --resume
+
+    def command(self):
+        return [sys.executable, os.path.join(REPO, self.script), *self.flags,
+                "--checkpoint", self.folder]
+
+
+def get_args_parser(add_help=True):
     parser = Parser(description="BSQ recipe for a list of alphas, with the train-from-scratch "
-                    "baseline", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add = parser.add_argument
-    add("--decays", type=float, nargs="+", required=True, help="the alphas (--decay) to run")
-    add("--epochs-scale", type=float, default=1.0,
-        help="multiply every epoch count, lr milestone and --Prun_Int by this")
-    add("--out", default="runs/sweep", help="folder for every stage and the sweep's tables")
-    add("--float-model", default="", help="a float checkpoint: skip pretraining")
-    add("-a", "--arch", default="resnet", choices=["resnet"])
-    add("--depth", type=int, default=20)
-    add("-d", "--dataset", default="cifar10", choices=list(DATASETS))
-    add("--data-root", default="./data")
-    add("--loader", default="device", choices=["device", "torchvision"])
-    add("--act", type=int, default=4)
-    add("--Nbits", type=int, default=8, help="precision of the BSQ starting point")
-    add("--thre", type=float, default=0.0)
-    add("--train-batch", type=int, default=128)
-    add("--test-batch", type=int, default=100)
-    add("--manualSeed", type=int, default=0, help="seed of every stage")
-    for flag in SPEED_FLAGS:
-        add(flag, action="store_true", help="passed to every stage (see the README's Speed)")
+                    "baseline", add_help=add_help)
+    group = parser.group("sweep")
+    group.add_argument("--decays", type=number(float, 0), nargs="+", required=True,
+                       help="the alphas (--decay) to run")
+    group.add_argument("--epochs-scale", type=number(float, 0, lo_open=True), default=1.0,
+                       help="multiply every epoch count, lr milestone and --Prun_Int by this")
+    group.add_argument("--out", default="runs/sweep", help="folder for every stage and the tables")
+    group.add_argument("--float-model", default="", help="a float checkpoint: skip pretraining")
+    group.add_argument("--jobs", type=number(int, 1), default=1,
+                       help="stages run at once (spread over the visible GPUs)")
+    group.add_argument("--Nbits", type=number(int, 1, 8), default=8,
+                       help="precision of the BSQ starting point")
+    group.add_argument("--manualSeed", type=number(int, 0, MAX_SEED), default=None,
+                       help="seed of every stage (drawn once when not given)")
+    add_threshold_flag(parser)
+    add_model_flags(parser)
+    add_data_flags(parser)
+    add_speed_flags(parser)
+    add_output_flags(parser)
     return parser
 
 
-def common_flags(args):
-    """The flags every stage gets: model, data, seed and the speed flags given."""
-    flags = ["-a", args.arch, "--depth", str(args.depth), "-d", args.dataset, "--data-root",
-             os.path.abspath(args.data_root), "--loader", args.loader, "--act", str(args.act),
-             "--train-batch", str(args.train_batch), "--test-batch", str(args.test_batch),
-             "--manualSeed", str(args.manualSeed)]
+def model_flags(args):
+    return ["-a", args.arch, "--depth", str(args.depth), "-d", args.dataset, "--act",
+            str(args.act)]
+
+
+def data_flags(args, train=True):
+    flags = ["--data-root", os.path.abspath(args.data_root), "--loader", args.loader,
+             "--workers", str(args.workers), "--test-batch", str(args.test_batch)]
+    return flags + (["--train-batch", str(args.train_batch)] if train else [])
+
+
+def training_flags(args):
+    """What every training stage gets besides its schedule: model, data, seed, speed, progress."""
+    flags = model_flags(args) + data_flags(args) + ["--manualSeed", str(args.manualSeed),
+                                                    "--progress", str(args.progress)]
+    if args.cuda_graphs is not None:
+        flags.append("--cuda-graphs" if args.cuda_graphs else "--no-cuda-graphs")
     return flags + [f for f in SPEED_FLAGS if getattr(args, f[2:].replace("-", "_"))]
 
 
@@ -91,49 +120,163 @@ def scaled(epochs, factor):
 def schedule_flags(stage, factor):
     """``--epochs --lr --schedule`` (and ``--Prun_Int`` for BSQ) of a recipe stage, scaled."""
     recipe = RECIPE[stage]
-    flags = ["--epochs", str(scaled(recipe["epochs"], factor)), "--lr", str(recipe["lr"]),
-             "--schedule", *(str(scaled(m, factor)) for m in recipe["schedule"]),
+    flags = ["--epochs", str(scaled(recipe.epochs, factor)), "--lr", str(recipe.lr),
+             "--schedule", *(str(scaled(m, factor)) for m in recipe.schedule),
              "--gamma", "0.1", "--wd", "1e-4"]
-    if "Prun_Int" in recipe:
-        flags += ["--Prun_Int", str(scaled(recipe["Prun_Int"], factor))]
+    if recipe.prun_int:
+        flags += ["--Prun_Int", str(scaled(recipe.prun_int, factor))]
     return flags
 
 
-def run_stage(name, script, flags, folder):
-    """Run one stage (or reuse its ``result.json`` from a run of the same command).
+def plan(args, out):
+    """The stages of the sweep, in an order that respects their inputs; and the float model."""
+    factor, train = args.epochs_scale, training_flags(args)
+    convert = model_flags(args) + data_flags(args, train=False)
+    bits = ["--Nbits", str(args.Nbits), "--bin"]
+    stages = []
+    float_model = os.path.abspath(args.float_model) if args.float_model else None
+    first = ()
+    if float_model is None:
+        stages.append(Stage("pretraining", "cifar_train.py", train + schedule_flags("train", factor),
+                            os.path.join(out, "float")))
+        float_model, first = os.path.join(out, "float", "model_best.pth.tar"), ("pretraining",)
+    stages.append(Stage("8-bit conversion", "convert.py", convert + ["--model", float_model,
+                        "--Nbits", str(args.Nbits)], os.path.join(out, "float-8"), first, False))
+    start = os.path.join(out, "float-8", "model_best.pth.tar")
+    for alpha in args.decays:
+        folder, a = os.path.join(out, f"alpha-{alpha:g}"), f"alpha {alpha:g}"
+        bsq = os.path.join(folder, "bsq", "checkpoint.pth.tar")
+        scratch = os.path.join(folder, "scratch", "model_best.pth.tar")
+        stages += [
+            Stage(f"{a} BSQ", "cifar_prune_STE.py", train + schedule_flags("bsq", factor) + bits
+                  + ["--L1", "--decay", str(alpha), "--thre", str(args.thre), "--model", start],
+                  os.path.join(folder, "bsq"), ("8-bit conversion",)),
+            Stage(f"{a} finetune", "cifar_finetune.py", train + schedule_flags("finetune", factor)
+                  + bits + ["--model", bsq], os.path.join(folder, "finetune"), (f"{a} BSQ",)),
+            Stage(f"{a} scratch conversion", "convert.py", convert + ["--model", float_model,
+                  "--dict", bsq], os.path.join(folder, "scratch"), (f"{a} BSQ",), False),
+            Stage(f"{a} scratch finetune", "cifar_finetune.py", train + schedule_flags(
+                "finetune", factor) + bits + ["--model", scratch],
+                os.path.join(folder, "scratch-ft"), (f"{a} scratch conversion",))]
+    return stages, float_model
 
-    Returns its final JSON line, with the command and wall time added.
+
+def launch(command, env, stdout, stderr):
+    """Start a stage (tests replace this to run stages in-process)."""
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=stdout, stderr=stderr)
+
+
+def finished(stage):
+    """The stage's ``result.json`` when a run of the same command wrote it, else None."""
+    path = os.path.join(stage.folder, "result.json")
+    try:
+        with open(path) as f:
+            done = json.load(f)
+    except (OSError, ValueError):
+        return None  # missing or unreadable: run the stage (again)
+    return done if done.get("command") == stage.command() else None
+
+
+def visible_gpus():
+    """The GPU ids a job may be given, or [] without CUDA."""
+    if not torch.cuda.is_available():
+        return []
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return env.split(",") if env else [str(i) for i in range(torch.cuda.device_count())]
+
+
+def gpu_for(slot, gpus):
+    """Job slot ``slot``'s GPU: slots go round the visible GPUs."""
+    return gpus[slot % len(gpus)] if gpus else None
+
+
+class Running:
+    """A launched stage: its process, job slot, log files and start time."""
+
+    def __init__(self, stage, slot, gpu):
+        self.stage, self.slot, self.start = stage, slot, time.monotonic()
+        command = stage.command()
+        if stage.resumable and os.path.isfile(os.path.join(stage.folder, "checkpoint.pth.tar")):
+            command += ["--resume", os.path.join(stage.folder, "checkpoint.pth.tar")]
+        elif not stage.resumable:
+            command += ["--overwrite"]  # a conversion is redone whole
+        os.makedirs(stage.folder, exist_ok=True)
+        env = dict(os.environ)
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        self.out = open(os.path.join(stage.folder, "stdout.txt"), "w")
+        self.err = open(os.path.join(stage.folder, "stderr.txt"), "w")
+        where = f" on GPU {gpu}" if gpu is not None else ""
+        print(f"[sweep] {stage.name}{where}: {shlex.join(command)}", flush=True)
+        self.process = launch(command, env, self.out, self.err)
+
+    def status(self):
+        """The stage's latest progress or epoch line (they carry the epoch and the time left)."""
+        lines = []
+        for f in (self.out, self.err):
+            with open(f.name) as log:
+                lines += [line.strip() for line in log if line.startswith("epoch ")]
+        latest = lines[-1] if lines else "starting"
+        return f"[sweep] {self.stage.name} ({duration(time.monotonic() - self.start)}): {latest} " \
+               f"(log {self.out.name})"
+
+    def result(self):
+        """The stage's final JSON line, with its command and wall time; raises StageFailed."""
+        self.out.close()
+        self.err.close()
+        stage, seconds = self.stage, time.monotonic() - self.start
+        if self.process.returncode:
+            with open(self.err.name) as f:
+                lines = [line for line in f.read().splitlines() if line.strip()]
+            raise StageFailed(f"stage {stage.name} exited with status {self.process.returncode}: "
+                              f"{lines[-1] if lines else 'no message'} (see {self.err.name})")
+        with open(self.out.name) as f:
+            result = json.loads(f.read().strip().splitlines()[-1])
+        result.update(command=stage.command(), seconds=round(seconds, 1))
+        write_json(result, os.path.join(stage.folder, "result.json"))
+        print(f"[sweep] {stage.name}: {duration(seconds)}, test accuracy {result['acc']:.2f}%, "
+              f"{result['comp']:.2f}x", flush=True)
+        return result
+
+
+def run_stages(stages, jobs, every):
+    """Run ``stages`` with up to ``jobs`` at once, each when the stages it needs are done.
+
+    Finished stages are reused. Returns ``{name: result}``. A failure stops the other running
+    stages (SIGTERM: they keep their last checkpoint and resume on the next run) and raises
+    ``StageFailed``; so does an interrupt of the sweep itself.
     """
-    command = [sys.executable, os.path.join(REPO, script), *flags, "--checkpoint", folder]
-    result_path = os.path.join(folder, "result.json")
-    if os.path.isfile(result_path):
-        try:
-            with open(result_path) as f:
-                done = json.load(f)
-        except ValueError:
-            done = {}  # unreadable: run the stage again
-        if done.get("command") == command:
-            print(f"[sweep] {name}: done before, reusing {result_path}", flush=True)
-            return done
-    os.makedirs(folder, exist_ok=True)
-    print(f"[sweep] {name}: {shlex.join(command)}", flush=True)
-    start = time.perf_counter()
-    with open(os.path.join(folder, "stdout.txt"), "w") as out, \
-            open(os.path.join(folder, "stderr.txt"), "w") as err:
-        proc = subprocess.run(command, cwd=REPO, stdout=out, stderr=err)
-    seconds = time.perf_counter() - start
-    if proc.returncode:
-        with open(os.path.join(folder, "stderr.txt")) as f:
-            lines = [line for line in f.read().splitlines() if line.strip()]
-        raise StageFailed(f"stage {name} exited with status {proc.returncode}: "
-                          f"{lines[-1] if lines else 'no message'} (see {folder}/stderr.txt)")
-    with open(os.path.join(folder, "stdout.txt")) as f:
-        result = json.loads(f.read().strip().splitlines()[-1])
-    result.update(command=command, seconds=round(seconds, 1))
-    write_json(result, result_path)
-    print(f"[sweep] {name}: {seconds:.0f} s, test accuracy {result['acc']:.2f}%, "
-          f"{result['comp']:.2f}x", flush=True)
-    return result
+    results, pending, running = {}, list(stages), []
+    gpus, last_status = visible_gpus(), time.monotonic()
+    try:
+        while pending or running:
+            for stage in [s for s in pending if all(d in results for d in s.after)]:
+                done = finished(stage)
+                if done is not None:
+                    print(f"[sweep] {stage.name}: done before, reusing its result.json",
+                          flush=True)
+                    results[stage.name] = done
+                elif len(running) < jobs:
+                    slot = min(set(range(jobs)) - {r.slot for r in running})
+                    running.append(Running(stage, slot, gpu_for(slot, gpus)))
+                else:
+                    continue
+                pending.remove(stage)
+            for run in [r for r in running if r.process.poll() is not None]:
+                running.remove(run)
+                results[run.stage.name] = run.result()
+            if running and every and time.monotonic() - last_status >= every:
+                last_status = time.monotonic()
+                for run in running:
+                    print(run.status(), flush=True)
+            if running:
+                time.sleep(POLL_S)
+    finally:
+        for run in running:
+            run.process.terminate()
+        for run in running:
+            run.process.wait()
+    return results
 
 
 def table(sweep):
@@ -150,8 +293,9 @@ def table(sweep):
              "| from scratch acc (%) |",
              "| ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in sweep["rows"]:
-        lines.append(f"| {r['alpha']:g} | {r['avg_bits']:.3f} | {r['comp']:.2f}x | "
-                     f"{r['bsq_acc']:.2f} | {r['finetune_acc']:.2f} | {r['scratch_acc']:.2f} |")
+        comp = "-" if r["comp"] is None else f"{r['comp']:.2f}x"
+        lines.append(f"| {r['alpha']:g} | {r['avg_bits']:.3f} | {comp} | {r['bsq_acc']:.2f} | "
+                     f"{r['finetune_acc']:.2f} | {r['scratch_acc']:.2f} |")
     lines += ["", "BSQ acc: the re-quantized BSQ model; finetuned: after finetuning at its "
               "scheme; from scratch: the float model converted to the same scheme, then "
               "finetuned the same way. Compression is 32 TP/TB."]
@@ -160,62 +304,49 @@ def table(sweep):
     return "\n".join(lines) + "\n"
 
 
+def sweep_seed(out):
+    """The seed of a sweep run without ``--manualSeed``: drawn at its first run and kept in
+    ``<out>/seed.txt``, so that a rerun of the same command reuses and resumes its stages."""
+    path = os.path.join(out, "seed.txt")
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        seed = random.randint(1, 10000)
+        atomic_write(path, f"{seed}\n")
+        return seed
+
+
 def main(args):
-    if args.epochs_scale <= 0:
-        raise BSQError(f"--epochs-scale {args.epochs_scale} must be positive")
-    if any(a < 0 for a in args.decays):
-        raise BSQError("--decays must be non-negative")
     if args.float_model and not os.path.isfile(args.float_model):
         raise BSQError(f"--float-model {args.float_model} does not exist: check the path")
-    out, factor = os.path.abspath(args.out), args.epochs_scale
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise BSQError(f"--out {args.out} cannot be created ({e.strerror})") from None
-    common = common_flags(args)
-    stages = {}
-    float_model = os.path.abspath(args.float_model) if args.float_model else None
-    if float_model is None:
-        stages["train"] = run_stage("pretraining", "cifar_train.py",
-                                    common + schedule_flags("train", factor),
-                                    os.path.join(out, "float"))
-        float_model = os.path.join(out, "float", "model_best.pth.tar")
-    stages["convert"] = run_stage("8-bit conversion", "convert.py",
-                                  common + ["--model", float_model, "--Nbits", str(args.Nbits)],
-                                  os.path.join(out, "float-8"))
-    start_model = os.path.join(out, "float-8", "model_best.pth.tar")
-
-    runs, rows = [], []
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    if args.manualSeed is None:
+        args.manualSeed = sweep_seed(out)
+    stages, float_model = plan(args, out)
+    results = run_stages(stages, args.jobs, args.progress)
+    rows, runs = [], []
     for alpha in args.decays:
-        folder = os.path.join(out, f"alpha-{alpha:g}")
-        bits = ["--Nbits", str(args.Nbits), "--bin"]
-        bsq = run_stage(f"alpha {alpha:g} BSQ", "cifar_prune_STE.py", common + schedule_flags(
-            "bsq", factor) + bits + ["--L1", "--decay", str(alpha), "--thre", str(args.thre),
-                                     "--model", start_model], os.path.join(folder, "bsq"))
-        bsq_model = os.path.join(folder, "bsq", "checkpoint.pth.tar")
-        ft = run_stage(f"alpha {alpha:g} finetune", "cifar_finetune.py", common + schedule_flags(
-            "finetune", factor) + bits + ["--model", bsq_model], os.path.join(folder, "finetune"))
-        mp = run_stage(f"alpha {alpha:g} scratch conversion", "convert.py", common + [
-            "--model", float_model, "--dict", bsq_model, "--Nbits", str(args.Nbits)],
-            os.path.join(folder, "scratch"))
-        mp_ft = run_stage(f"alpha {alpha:g} scratch finetune", "cifar_finetune.py", common +
-                          schedule_flags("finetune", factor) + bits + [
-                              "--model", os.path.join(folder, "scratch", "model_best.pth.tar")],
-                          os.path.join(folder, "scratch-ft"))
-        runs.append({"alpha": alpha, "bsq": bsq, "finetune": ft, "scratch": mp,
-                     "scratch_finetune": mp_ft})
+        a = f"alpha {alpha:g}"
+        bsq, ft = results[f"{a} BSQ"], results[f"{a} finetune"]
+        scratch, scratch_ft = results[f"{a} scratch conversion"], results[f"{a} scratch finetune"]
+        runs.append({"alpha": alpha, "bsq": bsq, "finetune": ft, "scratch": scratch,
+                     "scratch_finetune": scratch_ft})
         rows.append({"alpha": alpha, "avg_bits": bsq["avg_bits"], "comp": bsq["comp"],
                      "bsq_acc": bsq["acc"], "finetune_acc": ft["acc"],
-                     "scratch_acc": mp_ft["acc"], "scratch_before_acc": mp["acc"]})
-
+                     "scratch_acc": scratch_ft["acc"], "scratch_before_acc": scratch["acc"]})
+    factor = args.epochs_scale
     sweep = {"config": vars(args),
              "device": "cuda" if torch.cuda.is_available() else "cpu",
-             "epochs": {"train": scaled(RECIPE["train"]["epochs"], factor),
-                        "bsq": scaled(RECIPE["bsq"]["epochs"], factor),
-                        "Prun_Int": scaled(RECIPE["bsq"]["Prun_Int"], factor),
-                        "finetune": scaled(RECIPE["finetune"]["epochs"], factor)},
-             "float_model": float_model, "float_acc": stages["convert"]["float_acc"],
-             "stages": stages, "runs": runs, "rows": rows, "plot": None}
+             "epochs": {"train": scaled(RECIPE["train"].epochs, factor),
+                        "bsq": scaled(RECIPE["bsq"].epochs, factor),
+                        "Prun_Int": scaled(RECIPE["bsq"].prun_int, factor),
+                        "finetune": scaled(RECIPE["finetune"].epochs, factor)},
+             "float_model": float_model, "float_acc": results["8-bit conversion"]["float_acc"],
+             "stages": {k: v for k, v in results.items() if k in ("pretraining",
+                                                                  "8-bit conversion")},
+             "runs": runs, "rows": rows, "plot": None}
     try:
         sweep["plot"] = plot_tradeoff(rows, os.path.join(out, "tradeoff.png"), sweep["float_acc"],
                                       f"BSQ sweep, ResNet-{args.depth} on {args.dataset}")
@@ -223,14 +354,18 @@ def main(args):
         print(f"[sweep] no tradeoff.png: {e}", flush=True)
     write_json(sweep, os.path.join(out, "sweep.json"))
     text = table(sweep)
-    with open(os.path.join(out, "sweep.md"), "w") as f:
-        f.write(text)
+    atomic_write(os.path.join(out, "sweep.md"), text)
     print(text, flush=True)
     figures = {"sweep": os.path.join(out, "sweep.json"), "table": os.path.join(out, "sweep.md"),
                "plot": sweep["plot"], "rows": rows}
-    print(json.dumps(figures), flush=True)
+    print(json_text(figures), flush=True)
     return figures
 
 
+def interrupted(args):
+    return ("interrupted; the running stages kept their last checkpoint: run the same command "
+            "again to reuse the finished stages and resume the others")
+
+
 if __name__ == "__main__":
-    run_main(main, get_args_parser())
+    run_main(main, get_args_parser(), interrupted=interrupted)

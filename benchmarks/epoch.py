@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from models import resnet  # noqa: E402
 from utils.data import DeviceLoader, torchvision_loaders  # noqa: E402
 from utils.engine import make_step, train_one_epoch  # noqa: E402
-from utils.graphs import CUDAGraphStep  # noqa: E402
+from utils.cudagraphs import CUDAGraphStep  # noqa: E402
 
 
 def models(depth):

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models import resnet  # noqa: E402
 from utils.engine import make_step  # noqa: E402
-from utils.graphs import CUDAGraphStep  # noqa: E402
+from utils.cudagraphs import CUDAGraphStep  # noqa: E402
 
 
 def make(model, decay, amp=False, channels_last=False, compile=False, graph=False):

@@ -10,15 +10,13 @@ __all__ = ["ARCHS", "BitConv2d", "BitLayer", "BitLinear", "BitModel", "ResNet", 
 ARCHS = {"resnet": resnet}
 
 
-def build_model(args, num_classes):
-    """The network the flags describe, in float form, on the CPU."""
-    return ARCHS[args.arch](depth=args.depth, num_classes=num_classes, act=args.act)
+def build_model(arch="resnet", depth=20, num_classes=10, act=4):
+    """The network ``arch``, in float form, on the CPU."""
+    return ARCHS[arch](depth=depth, num_classes=num_classes, act=act)
 
 
-def load_model(path, args, num_classes):
-    """Build the model the flags describe and load checkpoint ``path`` (any form) into it.
-
-    Returns ``(model, checkpoint)``; raises ``CheckpointError`` with a one-line message.
-    """
+def load_model(path, **config):
+    """``build_model(**config)`` with checkpoint ``path`` (any form, ours or the release's)
+    loaded into it. Returns ``(model, checkpoint)``; raises ``CheckpointError`` (one line)."""
     ckpt = load_checkpoint(path)
-    return load_model_state(build_model(args, num_classes), ckpt, path), ckpt
+    return load_model_state(build_model(**config), ckpt, path), ckpt

@@ -1,5 +1,4 @@
 """What several test modules share: the repository path, running a script, test models."""
-import argparse
 import json
 import os
 import subprocess
@@ -30,7 +29,7 @@ def mixed_model(act=4, form="bits", continuous=False):
     """A ResNet-8 at precisions 0..7 per layer with a 3-bit classifier bias and random BN
     statistics; ``continuous``: bit planes perturbed off 0/1, as in the middle of BSQ training."""
     torch.manual_seed(1)
-    model = build_model(argparse.Namespace(arch="resnet", depth=8, act=act), 10)
+    model = build_model(depth=8, act=act)
     scheme = {name: [i % 8, 0] for i, (name, _) in enumerate(model.quant_layers())}
     scheme["fc"] = [5, 3]
     model.to_bits_(scheme)

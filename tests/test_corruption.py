@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from models import resnet
 from utils.checkpoint import (CheckpointError, checkpoint_state, load_checkpoint,
                               load_model_state)
-from utils.engine import restore_training_state, rng_state
+from utils.fit import restore_training_state
+from utils.rng import rng_state
 
 
 def trained_checkpoint():
@@ -17,7 +18,8 @@ def trained_checkpoint():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     optimizer.step()
-    return checkpoint_state(model, 3, 50.0, 51.0, optimizer, rng=rng_state())
+    return checkpoint_state(model, epoch=3, acc=50.0, best_acc=51.0, optimizer=optimizer,
+                            rng=rng_state())
 
 
 GOOD = trained_checkpoint()
@@ -34,7 +36,7 @@ def use_like_a_resumed_run(path):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     rng = torch.get_rng_state()
     try:
-        restore_training_state(optimizer, ckpt, path)
+        restore_training_state(optimizer, ckpt)
     finally:
         torch.set_rng_state(rng)
 

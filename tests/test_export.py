@@ -1,5 +1,4 @@
 """The packed export: bit packing, its exact size, and a rebuild that computes identical logits."""
-import argparse
 import json
 import math
 import os
@@ -12,36 +11,12 @@ import pytest
 import torch
 
 import export
-from models import build_model
+from helpers import REPO, mixed_model
 from models.packed import export_model, load_packed, packed_tensors, sizes
 from utils.checkpoint import checkpoint_state, save_checkpoint
 from utils.errors import BSQError
 from utils.export import (PREFIX, PackedFileError, pack_bits, quantized_bytes, read_packed,
                           unpack_bits, write_packed)
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def mixed_model(act=4, form="bits", continuous=False):
-    """A ResNet-8 at precisions 0..7 per layer with a 3-bit classifier bias and random BN
-    statistics; ``continuous``: bit planes perturbed off 0/1, as in the middle of BSQ training."""
-    torch.manual_seed(1)
-    model = build_model(argparse.Namespace(arch="resnet", depth=8, act=act), 10)
-    scheme = {name: [i % 8, 0] for i, (name, _) in enumerate(model.quant_layers())}
-    scheme["fc"] = [5, 3]
-    model.to_bits_(scheme)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_()
-                m.running_var.uniform_(0.5, 2.0)
-                m.num_batches_tracked.fill_(7)
-        if continuous:
-            for _, layer in model.quant_layers():
-                for p, n, _ in layer.bit_groups():
-                    p.add_(torch.rand_like(p) * 0.9).clamp_(0, 2)
-                    n.add_(torch.rand_like(n) * 0.9).clamp_(0, 2)
-    return model.to_finetune_() if form == "finetune" else model
 
 
 @pytest.mark.parametrize("nbits", range(1, 9))
@@ -82,7 +57,7 @@ def test_file_size_is_the_bits_rounded_to_bytes_plus_the_header(tmp_path):
     _, floats = packed_tensors(model)
     float_bytes = sum(t.numel() * t.element_size() for t in floats.values())
     with open(path, "rb") as f:
-        _, _, header_len = PREFIX.unpack(f.read(PREFIX.size))
+        _, _, header_len, _ = PREFIX.unpack(f.read(PREFIX.size))
     file_bytes = os.path.getsize(path)
     assert file_bytes == PREFIX.size + header_len + magnitudes + signs + scales + float_bytes
     size = sizes(header, file_bytes)

@@ -5,6 +5,7 @@ last value): a 1-2 epoch budget, a tiny generated dataset, a fixed seed.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -29,13 +30,14 @@ def figures(proc):
 def pipeline(tmp_path_factory, cifar10_root):
     """Pretrain -> convert 8 bits -> BSQ -> evaluate -> finetune -> convert --dict."""
     cwd = tmp_path_factory.mktemp("pipeline")
-    small = f"--data-root {cifar10_root} --manualSeed 0"
+    data = f"--data-root {cifar10_root}"
+    small = f"{data} --manualSeed 0"
     out = {"cwd": cwd, "small": small}
     out["train"] = figures(run(cwd, "cifar_train.py", "-a resnet --depth 20 --checkpoint "
                                f"checkpoints/cifar10/resnet-20 --epochs 1 {small}"))
     out["convert"] = figures(run(cwd, "convert.py", "-a resnet --depth 20 --model "
                                  "checkpoints/cifar10/resnet-20/model_best.pth.tar --checkpoint "
-                                 f"checkpoints/cifar10/resnet-20-8 --Nbits 8 --act 4 {small}"))
+                                 f"checkpoints/cifar10/resnet-20-8 --Nbits 8 --act 4 {data}"))
     out["bsq"] = figures(run(cwd, "cifar_prune_STE.py", (
         "-a resnet --depth 20 --epochs 350 --lr 0.1 --schedule 250 --gamma 0.1 --wd 1e-4 --model "
         "checkpoints/cifar10/resnet-20-8/model_best.pth.tar --decay 0.01 --Prun_Int 100 --thre 0.0 "
@@ -51,7 +53,7 @@ def pipeline(tmp_path_factory, cifar10_root):
     out["mp"] = figures(run(cwd, "convert.py", (
         "-a resnet --depth 20 --model checkpoints/cifar10/resnet-20/model_best.pth.tar --dict "
         "checkpoints/cifar10/xxx/checkpoint.pth.tar --checkpoint checkpoints/cifar10/xxx-mp "
-        f"--Nbits 8 --act 4 {small}")))
+        f"--Nbits 8 --act 4 {data}")))
     return out
 
 
@@ -127,3 +129,38 @@ def test_speed_flags_run_end_to_end(tmp_path, cifar10_root):
     evaluated = figures(run(tmp_path, "cifar_finetune.py", f"{common} --bin --evaluate --model "
                             "fast/checkpoint.pth.tar"))
     assert evaluated["acc"] == fig["acc"] and evaluated["scheme"] == fig["scheme"]
+
+
+def strict_json(line):
+    """``json.loads`` that refuses NaN and Infinity, as strict parsers do."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_a_run_that_empties_every_layer_reports_null_compression(tmp_path, cifar10_root):
+    """alpha 1e5 zeroes every bit plane: the regularizer becomes 0, the run ends normally, and
+    the compression (32 TP / 0) is null in strict JSON, 'undefined' in the text."""
+    proc = run(tmp_path, "cifar_prune_STE.py", f"--depth 8 --epochs 2 --Prun_Int 1 --decay 1e5 "
+               f"--L1 --bin --data-root {cifar10_root} --checkpoint z --manualSeed 0")
+    fig = strict_json(proc.stdout.strip().splitlines()[-1])
+    assert fig["comp"] is None and fig["avg_bits"] == 0.0
+    assert all(n == [0, 0] for n in fig["scheme"].values())
+    assert "compression undefined (no bits)" in proc.stdout
+    report = strict_json((tmp_path / "z" / "scheme.json").read_text())
+    assert report["totals"]["compression"] is None and report["totals"]["TB"] == 0
+
+
+def test_without_a_terminal_progress_lines_and_the_time_left_appear(tmp_path, cifar10_root):
+    proc = run(tmp_path, "cifar_prune_STE.py", f"--depth 8 --epochs 2 --train-batch 20 --L1 "
+               f"--bin --data-root {cifar10_root} --checkpoint p --manualSeed 0 --progress 0.001")
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("epoch ")]
+    assert len(progress) >= 10  # 10 steps per epoch, a line after each at this interval
+    assert re.fullmatch(r"epoch 1/2 step 1/10  loss \d+\.\d{4} acc \d+\.\d\d%  elapsed \d+s  "
+                        r"eta \d+s", progress[0]), progress[0]
+    epochs = [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 2 and all(re.search(r"elapsed \d+s  eta \d+s$", e) for e in epochs)
+    quiet = run(tmp_path, "cifar_prune_STE.py", f"--depth 8 --epochs 1 --L1 --bin --data-root "
+                f"{cifar10_root} --checkpoint q --manualSeed 0 --progress 0")
+    assert quiet.stderr == ""

@@ -11,7 +11,8 @@ import torch
 from models import build_model
 from utils.checkpoint import checkpoint_state, save_checkpoint
 from utils.errors import BSQError
-from utils.logs import COLUMNS, TSVLog, read_log, write_scheme_json
+from utils.epochlog import COLUMNS, EpochLog, read_log
+from utils.report import write_scheme_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -23,13 +24,13 @@ def run_folder(tmp_path):
     log.txt, scheme.json, and a sweep.json beside them."""
     torch.manual_seed(0)
     args = argparse.Namespace(arch="resnet", depth=8, act=4, Prun_Int=2)
-    model = build_model(args, 10)
+    model = build_model(depth=8)
     scheme = {name: [i % 4 + 2, 0] for i, (name, _) in enumerate(model.quant_layers())}
     scheme["fc"] = [6, 4]
     model.to_bits_(scheme)
-    save_checkpoint(checkpoint_state(model, 5, 30.0, 35.0, None, args),
+    save_checkpoint(checkpoint_state(model, epoch=5, acc=30.0, best_acc=35.0, args=args),
                     str(tmp_path / "checkpoint.pth.tar"))
-    log = TSVLog(str(tmp_path / "log.txt"))
+    log = EpochLog(str(tmp_path / "log.txt"))
     for epoch in range(1, 6):
         log.append({"epoch": epoch, "lr": 0.1, "train_loss": 2.0 / epoch, "train_acc": 10.0 * epoch,
                     "reg": 100.0 / epoch, "test_loss": 2.1 / epoch, "test_acc": 9.0 * epoch,

@@ -124,7 +124,7 @@ def release_files(tmp_path_factory, cifar10_root):
     for form in ("finetune", "float"):
         torch.save(release_layout(model_in(form)), folder / f"{form}.pth.tar")
     test_loader = build_loaders("cifar10", cifar10_root, 128, 100, "cpu")[1]
-    return folder, f"--depth 8 --data-root {cifar10_root} --manualSeed 0", test_loader
+    return folder, f"--depth 8 --data-root {cifar10_root}", test_loader
 
 
 @pytest.mark.parametrize("form", ["bits", "finetune"])

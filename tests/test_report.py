@@ -1,5 +1,4 @@
 """The scheme report and scheme.json: their totals are the model's own size accounting."""
-import argparse
 import json
 import math
 import os
@@ -8,13 +7,13 @@ import pytest
 import torch
 
 from models import build_model
-from utils.logs import scheme_dict, scheme_report, write_scheme_json
+from utils.report import scheme_dict, scheme_report, write_scheme_json
 
 
 def mixed_model(form="bits"):
     """A ResNet-8 at precisions 0..6 per layer, an 8-bit classifier with a 3-bit bias."""
     torch.manual_seed(0)
-    model = build_model(argparse.Namespace(arch="resnet", depth=8, act=4), 10)
+    model = build_model(depth=8)
     scheme = {name: [i % 7, 0] for i, (name, _) in enumerate(model.quant_layers())}
     scheme["fc"] = [8, 3]
     model.to_bits_(scheme)

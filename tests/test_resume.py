@@ -39,9 +39,10 @@ def log_epochs(folder):
 def start(tmp_path_factory, cifar10_root):
     """An 8-bit ResNet-8 to start BSQ from, and the flags every run shares."""
     cwd = tmp_path_factory.mktemp("resume")
-    common = f"--depth 8 --data-root {cifar10_root} --manualSeed 3 --deterministic --train-batch 64"
+    data = f"--depth 8 --data-root {cifar10_root}"
+    common = f"{data} --manualSeed 3 --deterministic --train-batch 64"
     run(cwd, "cifar_train.py", f"{common} --epochs 1 --checkpoint float")
-    run(cwd, "convert.py", f"{common} --model float/model_best.pth.tar --checkpoint start")
+    run(cwd, "convert.py", f"{data} --model float/model_best.pth.tar --checkpoint start")
     return cwd, common
 
 

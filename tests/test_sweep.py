@@ -1,20 +1,24 @@
-"""The sweep: the whole recipe per alpha on a tiny run, its table, and reuse of finished stages.
+"""The sweep: the whole recipe per alpha on a tiny run, its table, reuse of finished stages, and
+several stages at once.
 
 The full sweep runs its stages in this process (the same scripts, flags and output files as the
-subprocesses, without their import time); the failing stage runs as a real subprocess.
+subprocesses, without their import time); the failing stage and the ``--jobs`` sweep run real
+subprocesses.
 """
 import contextlib
 import importlib
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 import torch
 
 import sweep
 from cifar_fixture import make_cifar
-from utils.errors import BSQError, run_main
+from helpers import REPO
+from utils.errors import run_main
 
 ALPHA = 20.0  # strong enough to empty planes in one epoch of the tiny dataset
 RUN = f"alpha-{ALPHA:g}"
@@ -25,16 +29,34 @@ def sweep_args(out, data_root, *extra):
             "10", "--data-root", data_root, "--out", str(out), *extra]
 
 
-def run_in_process(command, cwd, stdout, stderr):
-    """``subprocess.run`` stand-in: the stage script's ``run_main`` in this process."""
+class Finished:
+    """What ``sweep.launch`` returns, for a stage that already ran to its end."""
+
+    def __init__(self, returncode):
+        self.returncode = returncode
+
+    def poll(self):
+        return self.returncode
+
+    def terminate(self):
+        pass
+
+    def wait(self):
+        return self.returncode
+
+
+def run_in_process(command, env, stdout, stderr, launched=None):
+    """``sweep.launch`` stand-in: the stage script's ``run_main`` in this process."""
     script = importlib.import_module(os.path.splitext(os.path.basename(command[1]))[0])
+    if launched is not None:
+        launched.append((os.path.basename(command[1]), env.get("CUDA_VISIBLE_DEVICES")))
     code = 0
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
             run_main(script.main, script.get_args_parser(), command[2:])
         except SystemExit as e:
             code = e.code
-    return subprocess.CompletedProcess(command, code)
+    return Finished(code)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +69,7 @@ def swept(tmp_path_factory):
     torch.set_num_threads(1)  # tiny convs: threads only add contention on a shared CPU
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(sweep.subprocess, "run", run_in_process)
+            patch.setattr(sweep, "launch", run_in_process)
             figures = sweep.main(sweep.get_args_parser().parse_args(sweep_args(out,
                                                                                str(data_root))))
     finally:
@@ -72,9 +94,48 @@ def test_epochs_and_milestones_scale_with_at_least_one():
 
 def test_speed_flags_reach_every_stage():
     parse = sweep.get_args_parser().parse_args
-    assert not set(sweep.SPEED_FLAGS) & set(sweep.common_flags(parse(["--decays", "0.1"])))
-    flags = sweep.common_flags(parse(["--decays", "0.1", "--cuda-graphs", "--channels-last"]))
-    assert "--cuda-graphs" in flags and "--channels-last" in flags and "--amp" not in flags
+    flags = sweep.training_flags(parse(["--decays", "0.1", "--manualSeed", "3"]))
+    assert not {"--amp", "--channels-last", "--compile", "--cuda-graphs", "--no-cuda-graphs"} \
+        & set(flags)
+    flags = sweep.training_flags(parse(["--decays", "0.1", "--no-cuda-graphs", "--channels-last",
+                                        "--manualSeed", "3"]))
+    assert "--no-cuda-graphs" in flags and "--channels-last" in flags and "--amp" not in flags
+
+
+def test_job_slots_go_round_the_visible_gpus(tmp_path, monkeypatch):
+    """With two GPUs visible and --jobs 3, three stages ready together run on GPUs 0, 1 and 0
+    again, each given its GPU in CUDA_VISIBLE_DEVICES."""
+    assert [sweep.gpu_for(slot, ["0", "1"]) for slot in range(3)] == ["0", "1", "0"]
+    assert sweep.gpu_for(5, []) is None
+    gpus = []
+
+    def launch(command, env, stdout, stderr):
+        gpus.append(env.get("CUDA_VISIBLE_DEVICES"))
+        stdout.write('{"acc": 10.0, "comp": 4.0}\n')
+        stdout.flush()
+        return Finished(0)
+
+    monkeypatch.setattr(sweep, "visible_gpus", lambda: ["0", "1"])
+    monkeypatch.setattr(sweep, "launch", launch)
+    stages = [sweep.Stage(f"s{i}", "convert.py", [], str(tmp_path / f"s{i}")) for i in range(3)]
+    results = sweep.run_stages(stages, jobs=3, every=0)
+    assert gpus == ["0", "1", "0"] and set(results) == {"s0", "s1", "s2"}
+
+
+def test_jobs_run_ready_stages_at_once(tmp_path, swept):
+    """A real sweep of two alphas with --jobs 2 on the CPU: both BSQ stages start before either
+    ends, and the table is complete."""
+    out, _, data_root = swept
+    float_model = out / "float" / "model_best.pth.tar"
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "sweep.py"), *sweep_args(
+        tmp_path / "jobs", data_root, "--decays", "20", "40", "--float-model", str(float_model),
+        "--jobs", "2", "--manualSeed", "0")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    events = [line.split(":")[0] for line in proc.stdout.splitlines() if line.startswith("[sweep]")]
+    starts = [i for i, e in enumerate(events) if e.endswith("BSQ")]
+    assert len(starts) == 4 and starts[1] == starts[0] + 1  # started, started, ended, ended
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])["rows"]
+    assert [r["alpha"] for r in rows] == [20.0, 40.0]
 
 
 def test_table_rows_are_the_stages_final_lines(swept):
@@ -115,14 +176,13 @@ def test_rerun_reuses_finished_stages(swept):
     assert {p: p.stat().st_mtime_ns for p in out.glob("**/stdout.txt")} == stamps
 
 
-def test_bad_input_is_a_one_line_error(tmp_path, swept):
+def test_a_failing_stage_is_a_one_line_error(tmp_path, swept):
     parser, data_root = sweep.get_args_parser(), swept[2]
-    with pytest.raises(BSQError, match="epochs-scale"):
-        sweep.main(parser.parse_args(sweep_args(tmp_path, data_root, "--epochs-scale", "0")))
-    with pytest.raises(BSQError, match="float-model"):
-        sweep.main(parser.parse_args(sweep_args(tmp_path, data_root, "--float-model", "none")))
-    with pytest.raises(sweep.StageFailed, match="pretraining.*depth 9"):
-        sweep.main(parser.parse_args(sweep_args(tmp_path, data_root, "--depth", "9")))
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    args = sweep_args(tmp_path / "out", data_root, "--float-model", str(tmp_path / "notes.txt"))
+    with pytest.raises(sweep.StageFailed, match="8-bit conversion exited with status 2: error: "
+                                                "checkpoint .* is not a readable"):
+        sweep.main(parser.parse_args(args))
 
 
 def test_sweep_draws_the_tradeoff(swept):

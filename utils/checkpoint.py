@@ -1,23 +1,31 @@
-"""Checkpoint files: atomic saving, safe loading, and the original release's layout.
+"""Checkpoint files: saving, safe loading, and the original release's layout.
 
 A checkpoint is a ``torch.save`` dict with the release's fields ``state_dict``, ``Nbit_dict``
 (bit and finetune models), ``epoch``, ``acc``, ``best_acc``, ``optimizer``, plus our ``arch``
-(what rebuilds the model) and ``args``. Everything loads with ``weights_only=True``.
+(what rebuilds the model), ``args`` (the flags of the run) and ``rng``. Everything loads with
+``weights_only=True``; anything that is not such a file, or holds non-finite numbers, is refused
+with one line.
 """
+import io
+import math
 import os
 import pickle
 import re
-import tempfile
+import warnings
 import zipfile
 
 import torch
 
 from .distributed import is_main
 from .errors import BSQError
+from .files import atomic_write
 
 PREFIX = "module."
 FIELDS = {"epoch": int, "acc": (int, float), "best_acc": (int, float), "optimizer": dict,
           "Nbit_dict": dict, "arch": dict, "args": dict, "rng": dict}  # optional, checked when set
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save since PyTorch 1.6
+LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # older torch.save
+PICKLE_PROTOCOL = b"\x80"
 
 
 class CheckpointError(BSQError):
@@ -25,38 +33,24 @@ class CheckpointError(BSQError):
 
 
 def save_checkpoint(state, path):
-    """Write ``state`` to ``path`` atomically: temp file in the same folder, fsync, rename.
+    """Write ``state`` to ``path`` atomically (``utils/files.py``); under torchrun, rank 0 only.
 
-    A crash at any moment leaves either the previous file or the new one, never a torn one.
-    Under torchrun only rank 0 writes.
+    The file is serialised in memory first, so that a full disk is an ``OSError`` naming ``path``.
     """
     if not is_main():
         return
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth.tar", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, buffer.getbuffer())
 
 
-def checkpoint_state(model, epoch=0, acc=None, best_acc=None, optimizer=None, args=None,
+def checkpoint_state(model, *, epoch=0, acc=None, best_acc=None, optimizer=None, args=None,
                      scheme=None, **extra):
     """The dict saved for ``model``: the release's fields, plus ``arch`` and ``args``.
 
     ``Nbit_dict`` is the model's scheme in bits and finetune form; a float model records the
     ``scheme`` it was derived from, if one is given (the release's float checkpoints have none).
+    ``args`` is the run's flags (an ``argparse.Namespace``); ``extra`` fields are stored as given.
     """
     if scheme is None and model.form != "float":
         scheme = model.scheme()
@@ -68,7 +62,7 @@ def checkpoint_state(model, epoch=0, acc=None, best_acc=None, optimizer=None, ar
         "optimizer": None if optimizer is None else optimizer.state_dict(),
         "arch": {"arch": "resnet", "depth": model.depth, "num_classes": model.num_classes,
                  "act": model.act, "form": model.form},
-        "args": {k: v for k, v in vars(args).items()} if args is not None else None,
+        "args": dict(vars(args)) if args is not None else None,
         **extra,
     }
     if scheme is not None:
@@ -79,14 +73,22 @@ def checkpoint_state(model, epoch=0, acc=None, best_acc=None, optimizer=None, ar
 def load_checkpoint(path):
     """Read a checkpoint with ``weights_only=True``; a bare state dict is wrapped as one.
 
-    Raises ``CheckpointError`` (one line) for a missing, truncated, foreign or unsafe file.
+    Raises ``CheckpointError`` (one line) for a missing, truncated, foreign or unsafe file, and
+    for one whose tensors or accuracies are not finite (a damaged run).
     """
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint {path} is a folder: give the .pth.tar file in it")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist: check the path")
+    with open(path, "rb") as f:
+        head = f.read(len(LEGACY_MAGIC))
+    if head.startswith(PICKLE_PROTOCOL) and head != LEGACY_MAGIC:
+        raise CheckpointError(f"checkpoint {path} is a plain pickle, not a torch.save file, and "
+                              "was refused: only tensors and plain containers are loaded")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "Unsupported global" in str(e) or "GLOBAL" in str(e):
             raise CheckpointError(f"checkpoint {path} needs arbitrary code to unpickle and was "
@@ -106,6 +108,15 @@ def load_checkpoint(path):
             raise CheckpointError(f"checkpoint {path} has a malformed {field!r} field "
                                   f"({type(obj[field]).__name__}): it is not a checkpoint of "
                                   "these scripts or the release")
+    for field in ("acc", "best_acc"):
+        if obj.get(field) is not None and not math.isfinite(obj[field]):
+            raise CheckpointError(f"checkpoint {path} records a non-finite {field} "
+                                  f"({obj[field]}): it is damaged, use an earlier one")
+    bad = next((k for k, v in obj["state_dict"].items()
+                if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} holds non-finite values in {bad}: it is "
+                              "damaged, use an earlier one")
     return obj
 
 

@@ -1,122 +1,224 @@
-"""Command-line flags shared by the scripts (the release's names), validation and run setup."""
+"""The scripts' command-line flags: the release's names, in groups, each checked as it is parsed.
+
+Every script builds its parser from the groups it uses, so ``--help`` lists only flags that do
+something there. Each value is validated by its flag's ``type`` while parsing, so a bad value
+ends in one line (exit status 2) before any work is done or any folder is created; the few
+rules that tie two flags together are in ``check_flags``.
+"""
 import argparse
-import os
-import random
+import math
+from typing import NamedTuple
 
-import torch
-
-from . import distributed
-from .checkpoint import load_checkpoint
-from .data import build_loaders
+from .data import DATASETS
 from .errors import BSQError
 
-DATASETS = {"cifar10": 10, "cifar100": 100}
+
+class Recipe(NamedTuple):
+    """One stage of the paper's ResNet-20 / CIFAR-10 recipe (README, "The recipe")."""
+    epochs: int
+    lr: float
+    schedule: tuple
+    prun_int: int = 0
+
+
+RECIPE = {
+    "train": Recipe(350, 0.1, (150, 250, 325)),
+    "bsq": Recipe(350, 0.1, (250,), prun_int=100),
+    "finetune": Recipe(300, 0.01, (150, 250)),
+}
+MAX_SEED = 2 ** 32 - 1
 
 
 class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line on stderr (exit status 2)."""
+    """An ``ArgumentParser`` whose errors are one line on stderr (exit status 2), whose help
+    shows each default once, and whose flags come in titled groups."""
+
+    def __init__(self, **kwargs):
+        super().__init__(formatter_class=HelpFormatter, **kwargs)
 
     def error(self, message):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
-
-def base_parser(description, epochs, lr, schedule, checkpoint):
-    """The release's flags, with each script's own defaults, plus ``--data-root``/``--loader``."""
-    parser = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add = parser.add_argument
-    add("-a", "--arch", default="resnet", choices=["resnet"], help="model architecture")
-    add("--depth", type=int, default=20, help="ResNet depth, 6n+2")
-    add("-d", "--dataset", default="cifar10", choices=list(DATASETS))
-    add("--data-root", default="./data", help="folder holding cifar-10-batches-py/ or cifar-100-python/")
-    add("--loader", default="device", choices=["device", "torchvision"],
-        help="device: the dataset lives on the training device, augmented there; "
-             "torchvision: DataLoader with PIL transforms, the release's data path")
-    add("-j", "--workers", type=int, default=4, help="DataLoader workers (--loader torchvision)")
-    add("--epochs", type=int, default=epochs)
-    add("--start-epoch", type=int, default=0, help="epoch to start at (set by --resume)")
-    add("--train-batch", type=int, default=128)
-    add("--test-batch", type=int, default=100)
-    add("--lr", "--learning-rate", type=float, default=lr)
-    add("--schedule", type=int, nargs="*", default=schedule, help="epochs at which lr *= gamma")
-    add("--gamma", type=float, default=0.1)
-    add("--momentum", type=float, default=0.9)
-    add("--wd", "--weight-decay", type=float, default=1e-4)
-    add("-c", "--checkpoint", default=checkpoint, help="folder for checkpoints and log.txt")
-    add("--resume", default="", help="checkpoint.pth.tar of an interrupted run to continue")
-    add("--model", default="", help="checkpoint to start from")
-    add("--manualSeed", type=int, default=None,
-        help="random seed (random when not given; --resume reuses the interrupted run's)")
-    add("--deterministic", action="store_true",
-        help="deterministic kernels: bit-identical reruns on the CPU, deterministic CUDA kernels")
-    add("-e", "--evaluate", action="store_true", help="only evaluate --model")
-    add("--gpu-id", default=None, help="set CUDA_VISIBLE_DEVICES (default: leave it as it is)")
-    add("--act", type=int, default=4, help="activation precision: 0 none, 1-3 PACT, >= 4 ReLU6")
-    add("--amp", action="store_true", help="bf16 autocast for the convolutions (quantizers, "
-        "regularizer and bit-plane arithmetic stay fp32); meant for CUDA")
-    add("--channels-last", action="store_true", help="channels-last memory format")
-    add("--compile", action="store_true", help="torch.compile the training step's model "
-        "(recompiled after each precision change)")
-    add("--cuda-graphs", action="store_true", help="on one GPU, replay each whole training and "
-        "test step as one CUDA graph (the eager kernels, so the eager results; not yet measured)")
-    return parser
+    def group(self, title):
+        """The flag group ``title``, created on first use."""
+        for group in self._action_groups:
+            if group.title == title:
+                return group
+        return self.add_argument_group(title)
 
 
-def add_bit_args(parser, bin_help):
-    """``--Nbits`` and ``--bin``, the release's bit-representation flags."""
-    parser.add_argument("--Nbits", type=int, default=8, help="weight precision, 1..8")
-    parser.add_argument("--bin", action="store_true", help=bin_help)
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` only where there is a default worth showing."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == "" \
+                or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
-def check_args(args):
-    """Reject values the method has no meaning for, with the fix in the message."""
-    if args.depth < 8 or (args.depth - 2) % 6:
-        raise BSQError(f"--depth {args.depth} is not 6n+2: use 20, 32, 44, 56 or 110")
-    if not 0 <= args.act <= 8:
-        raise BSQError(f"--act {args.act} is outside 0..8")
-    if not 1 <= getattr(args, "Nbits", 8) <= 8:
-        raise BSQError(f"--Nbits {args.Nbits} is outside 1..8")
-    for flag in ("lr", "decay", "wd", "thre"):
-        if getattr(args, flag, 0) < 0:
-            raise BSQError(f"--{flag} {getattr(args, flag)} is negative")
-    if getattr(args, "Prun_Int", 1) < 1:
-        raise BSQError(f"--Prun_Int {args.Prun_Int} must be at least 1")
-    if args.epochs < 0 or args.train_batch < 1 or args.test_batch < 1:
-        raise BSQError("--epochs, --train-batch and --test-batch must be positive")
+def number(kind, lo=None, hi=None, lo_open=False, hi_open=False):
+    """An argparse ``type`` parsing an int or float within bounds, or failing with the bounds."""
+    if lo is not None and hi is not None and not (lo_open or hi_open):
+        wanted = f"in {lo}..{hi}"
+    else:
+        bounds = [f"{'>' if lo_open else '>='} {lo}" if lo is not None else "",
+                  f"{'<' if hi_open else '<='} {hi}" if hi is not None else ""]
+        wanted = " and ".join(b for b in bounds if b)
 
-
-def setup(args, needs_folder=True):
-    """Seed everything, pick the device, create ``--checkpoint``; returns the device."""
-    if args.gpu_id is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu_id
-    check_args(args)
-    if args.manualSeed is None and args.resume:
-        args.manualSeed = (load_checkpoint(args.resume).get("args") or {}).get("manualSeed")
-    if args.manualSeed is None:
-        args.manualSeed = random.randint(1, 10000)
-    if args.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    random.seed(args.manualSeed)
-    torch.manual_seed(args.manualSeed)
-    if needs_folder:
+    def parse(text):
         try:
-            os.makedirs(args.checkpoint, exist_ok=True)
-        except OSError as e:
-            raise BSQError(f"--checkpoint {args.checkpoint} cannot be created ({e.strerror}): "
-                           "pick a writable folder") from None
-        if not os.access(args.checkpoint, os.W_OK):
-            raise BSQError(f"--checkpoint {args.checkpoint} is not writable: pick a writable folder")
-    device = distributed.init("cuda" if torch.cuda.is_available() else "cpu")
-    processes = distributed.world()[1]
-    if args.cuda_graphs and (device.type != "cuda" or processes > 1):
-        raise BSQError(f"--cuda-graphs needs a single CUDA GPU, and this run has {processes} "
-                       f"{device.type} process(es): drop the flag")
-    return device
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        below = lo is not None and (value < lo or (lo_open and value == lo))
+        above = hi is not None and (value > hi or (hi_open and value == hi))
+        if below or above or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is not {wanted or 'finite'}")
+        return value
+
+    return parse
 
 
-def loaders(args, device):
-    """The train and test loaders the flags describe, on ``device``."""
-    rank, world_size = distributed.world()
-    return build_loaders(args.dataset, args.data_root, args.train_batch, args.test_batch, device,
-                         args.loader, args.workers, args.manualSeed, rank, world_size)
+def depth(text):
+    """``--depth``: 6n+2 with n >= 1."""
+    value = number(int)(text)
+    if value < 8 or (value - 2) % 6:
+        raise argparse.ArgumentTypeError(f"{text} is not 6n+2: use 20, 32, 44, 56 or 110")
+    return value
+
+
+def add_model_flags(parser):
+    group = parser.group("model")
+    group.add_argument("-a", "--arch", default="resnet", choices=["resnet"],
+                       help="architecture: the CIFAR ResNet with BasicBlocks")
+    group.add_argument("--depth", type=depth, default=20, help="ResNet depth, 6n+2")
+    group.add_argument("-d", "--dataset", default="cifar10", choices=list(DATASETS),
+                       help="CIFAR-10 or CIFAR-100")
+    group.add_argument("--act", type=number(int, 0, 8), default=4,
+                       help="activation precision: 0 none, 1-3 PACT, 4-8 ReLU6")
+
+
+def add_data_flags(parser, train=True):
+    group = parser.group("data")
+    group.add_argument("--data-root", default="./data",
+                       help="folder holding cifar-10-batches-py/ or cifar-100-python/")
+    group.add_argument("--loader", default="device", choices=["device", "torchvision"],
+                       help="device: the dataset lives on the training device, augmented there; "
+                            "torchvision: DataLoader with PIL transforms, the release's path")
+    group.add_argument("-j", "--workers", type=number(int, 0), default=4,
+                       help="DataLoader worker processes (--loader torchvision)")
+    if train:
+        group.add_argument("--train-batch", type=number(int, 1), default=128,
+                           help="training batch size")
+    group.add_argument("--test-batch", type=number(int, 1), default=100,
+                       help="test batch size; accuracy depends slightly on it (the activation "
+                            "range is per batch)")
+
+
+def add_schedule_flags(parser, recipe):
+    group = parser.group("schedule")
+    group.add_argument("--epochs", type=number(int, 1), default=recipe.epochs,
+                       help="number of epochs")
+    group.add_argument("--start-epoch", type=number(int, 0), default=0,
+                       help="first epoch (--resume sets it)")
+    group.add_argument("--lr", "--learning-rate", type=number(float, 0), default=recipe.lr,
+                       help="initial learning rate")
+    group.add_argument("--schedule", type=number(int, 0), nargs="*", default=list(recipe.schedule),
+                       help="epochs at which the learning rate is multiplied by --gamma")
+    group.add_argument("--gamma", type=number(float, 0, lo_open=True), default=0.1,
+                       help="learning-rate factor at each --schedule epoch")
+    group.add_argument("--momentum", type=number(float, 0, 1, hi_open=True), default=0.9,
+                       help="SGD momentum")
+    group.add_argument("--wd", "--weight-decay", type=number(float, 0), default=1e-4,
+                       help="SGD weight decay")
+
+
+def add_run_flags(parser, checkpoint=None, resume=False, evaluate=None, model="checkpoint to "
+                  "start from (ours or the release's)"):
+    """``--model``; with ``checkpoint`` (its default) the output folder and ``--overwrite``;
+    ``--resume``; ``-e/--evaluate`` when ``evaluate`` (its help) is given."""
+    group = parser.group("run")
+    group.add_argument("--model", default="", help=model)
+    if checkpoint is not None:
+        group.add_argument("-c", "--checkpoint", default=checkpoint,
+                           help="output folder: checkpoints, log.txt, scheme.json")
+        add_overwrite_flag(parser, "replace the run already in --checkpoint (without it, such a "
+                                   "folder is refused)")
+    if resume:
+        group.add_argument("--resume", default="",
+                           help="the checkpoint.pth.tar of an interrupted run to continue")
+    if evaluate:
+        group.add_argument("-e", "--evaluate", action="store_true", help=evaluate)
+
+
+def add_overwrite_flag(parser, help):
+    parser.group("run").add_argument("--overwrite", action="store_true", help=help)
+
+
+def add_seed_flags(parser):
+    group = parser.group("run")
+    group.add_argument("--manualSeed", type=number(int, 0, MAX_SEED), default=None,
+                       help="random seed (drawn when not given; --resume reuses the run's)")
+    group.add_argument("--deterministic", action="store_true",
+                       help="deterministic kernels: bit-identical reruns on the CPU, "
+                            "deterministic cuDNN/cuBLAS kernels on CUDA")
+
+
+def add_bit_flags(parser, nbits_help, bin_help=None):
+    group = parser.group("bits")
+    group.add_argument("--Nbits", type=number(int, 1, 8), default=8, help=nbits_help)
+    if bin_help:
+        group.add_argument("--bin", action="store_true", help=bin_help)
+
+
+def add_bsq_flags(parser):
+    group = parser.group("bits")
+    group.add_argument("--decay", type=number(float, 0), default=0.01,
+                       help="alpha of Eq. 5, the regularization strength (with --L1)")
+    group.add_argument("--L1", action="store_true", help="turn the bit-level group Lasso on")
+    group.add_argument("--Prun_Int", type=number(int, 1), default=RECIPE["bsq"].prun_int,
+                       help="epochs between re-quantizations (also before the first epoch and "
+                            "after the last)")
+    add_threshold_flag(parser)
+
+
+def add_threshold_flag(parser):
+    parser.group("bits").add_argument(
+        "--thre", type=number(float, 0, 100), default=0.0,
+        help="re-quantization threshold: drop planes with at most this percentage of nonzero bits")
+
+
+def add_speed_flags(parser):
+    group = parser.group("speed")
+    group.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                       help="replay each whole training and test step as a CUDA graph (the "
+                            "eager kernels, the eager results); default: on with one GPU")
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile the training step's model (fused kernels: results "
+                            "differ from eager within fp32 rounding)")
+    group.add_argument("--amp", action="store_true",
+                       help="bf16 autocast of the convolutions (quantizers, regularizer and "
+                            "bit-plane arithmetic stay fp32)")
+    group.add_argument("--channels-last", action="store_true",
+                       help="channels-last memory format")
+
+
+def add_device_flags(parser):
+    parser.group("run").add_argument(
+        "--gpu-id", default=None, help="set CUDA_VISIBLE_DEVICES to this (default: as it is); "
+        "CUDA is used when present, else the CPU")
+
+
+def add_output_flags(parser):
+    parser.group("output").add_argument(
+        "--progress", type=number(float, 0), default=60.0, metavar="SECONDS",
+        help="when stderr is not a terminal, a progress line every SECONDS (0: none)")
+
+
+def check_flags(args):
+    """The rules that tie flags together; raise ``BSQError`` naming the fix."""
+    if getattr(args, "start_epoch", 0) and args.start_epoch >= args.epochs:
+        raise BSQError(f"--start-epoch {args.start_epoch} is not below --epochs {args.epochs}: "
+                       "nothing would be trained")

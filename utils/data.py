@@ -39,7 +39,7 @@ class _Spec(NamedTuple):
     md5: str
 
 
-_SPECS = {
+DATASETS = {
     "cifar10": _Spec("CIFAR-10", "cifar-10-batches-py",
                      tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "labels", 10,
                      "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
@@ -51,9 +51,14 @@ _SPECS = {
 
 
 def _spec(name):
-    if name not in _SPECS:
+    if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}: use cifar10 or cifar100")
-    return _SPECS[name]
+    return DATASETS[name]
+
+
+def num_classes(name):
+    """The number of classes of dataset ``name`` ("cifar10" or "cifar100")."""
+    return _spec(name).num_classes
 
 
 def _one_line(err):
@@ -68,17 +73,34 @@ def download_and_extract_archive(url, download_root, md5):
 
 
 def _download(spec, root, folder):
-    """Fetch and unpack the official archive into ``root``, failing fast when offline."""
+    """Fetch and unpack the official archive into ``root``, failing fast when offline.
+
+    A failed download removes the folders it created, so a mistyped ``--data-root`` leaves
+    nothing behind.
+    """
+    created = _missing_parents(root)
     old_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
         download_and_extract_archive(spec.url, download_root=root, md5=spec.md5)
     except Exception as err:
+        for path in created:  # deepest first; only folders left empty
+            if os.path.isdir(path) and not os.listdir(path):
+                os.rmdir(path)
         raise DataError(f"no {spec.title} data in {folder} and it cannot be downloaded from "
                         f"{spec.url} ({_one_line(err)}; offline?): put the python-version batches "
                         f"there or pass --data-root DIR") from err
     finally:
         socket.setdefaulttimeout(old_timeout)
+
+
+def _missing_parents(path):
+    """The folders of ``path`` that do not exist yet, deepest first."""
+    missing, path = [], os.path.abspath(path)
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
 
 
 def _read_batch(path, label_key, num_classes):
@@ -90,9 +112,10 @@ def _read_batch(path, label_key, num_classes):
     except Exception as err:
         raise DataError(f"cannot read CIFAR batch {path} ({_one_line(err)}): "
                         f"replace it with the official file or pass --data-root DIR") from err
+    integers = np.issubdtype(labels.dtype, np.integer) or not len(labels)  # [] reads as float
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         problem = f"data is {data.dtype} {data.shape}, expected uint8 (N, 3072)"
-    elif labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
+    elif labels.shape != (len(data),) or not integers:
         problem = f"labels are {labels.dtype} {labels.shape}, expected {len(data)} integers"
     elif len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         problem = f"labels span {labels.min()}..{labels.max()}, expected 0..{num_classes - 1}"
@@ -128,6 +151,10 @@ def load_cifar(name, root, train, download=True):
     batches = [_read_batch(p, spec.label_key, spec.num_classes) for p in paths]
     images = torch.from_numpy(np.concatenate([b[0] for b in batches]))  # (N, 3, 32, 32) uint8
     labels = torch.from_numpy(np.concatenate([b[1] for b in batches]))  # (N,) int64
+    if not len(labels):
+        raise DataError(f"the {spec.title} {'training' if train else 'test'} split in {folder} "
+                        "holds no images: replace its batch files with the official ones or "
+                        "pass --data-root DIR")
     return images, labels
 
 
@@ -293,18 +320,16 @@ def build_loaders(dataset, root, train_batch, test_batch, device, loader="device
     Only the training split is sharded over ``world_size`` ranks; every rank tests on all of it.
 
     ``loader`` is "device" (DeviceLoader) or "torchvision" (the release's DataLoader path).
-    Returns (train_loader, test_loader, num_classes); both loaders have ``set_epoch``.
+    Returns (train_loader, test_loader); both loaders have ``set_epoch``.
     """
     if loader not in ("device", "torchvision"):
         raise DataError(f"unknown loader {loader!r}: use --loader device or --loader torchvision")
-    num_classes = _spec(dataset).num_classes
     train = load_cifar(dataset, root, True, download)
     test = load_cifar(dataset, root, False, download)
     if loader == "device":
         return (DeviceLoader(*train, train_batch, device, True, seed, rank, world_size),
-                DeviceLoader(*test, test_batch, device, False, seed),
-                num_classes)
+                DeviceLoader(*test, test_batch, device, False, seed))
     pin = torch.device(device).type == "cuda"
     train_loader, test_loader = torchvision_loaders(*train, *test, train_batch, test_batch, workers,
                                                     seed, rank, world_size, pin)
-    return _OnDevice(train_loader, device), _OnDevice(test_loader, device), num_classes
+    return _OnDevice(train_loader, device), _OnDevice(test_loader, device)

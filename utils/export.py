@@ -4,14 +4,16 @@ Layout (all integers little-endian)::
 
     offset  size  field
     0       4     magic b"BSQX"
-    4       4     uint32 format version (1)
+    4       4     uint32 format version (2)
     8       8     uint64 H, the length of the header
-    16      H     header: UTF-8 JSON (below)
-    16+H    ...   payload: the blobs of the header's entries, back to back, no padding
+    16      4     uint32 CRC-32 of everything after this field (header and payload)
+    20      H     header: UTF-8 JSON (below)
+    20+H    ...   payload: the blobs of the header's entries, back to back, no padding
 
-The header is ``{"format": "bsq-packed", "version": 1, "model": {...}, "quantized": [...],
+The header is ``{"format": "bsq-packed", "version": 2, "model": {...}, "quantized": [...],
 "float": [...]}``. ``model`` is whatever describes the network (arch, depth, classes, act);
 this module does not read it. Each blob's ``offset`` is counted from the start of the payload.
+A file whose CRC-32 does not match (a flipped bit anywhere) is refused.
 
 ``quantized`` entries (``name``, ``shape``, ``bits`` N, ``offset``, ``bytes``) hold one
 quantized tensor ``W = scale * code / (2^N - 1)`` with an integer code, ``|code| <= 2^N - 1``::
@@ -33,15 +35,16 @@ import json
 import math
 import os
 import struct
-import tempfile
+import zlib
 
 import numpy as np
 import torch
 
 from .errors import BSQError
+from .files import atomic_write
 
-MAGIC, VERSION = b"BSQX", 1
-PREFIX = struct.Struct("<4sIQ")  # magic, version, header length: the fixed 16-byte prefix
+MAGIC, VERSION = b"BSQX", 2
+PREFIX = struct.Struct("<4sIQI")  # magic, version, header length, CRC-32: the 20-byte prefix
 SCALE_BYTES = 4
 DTYPES = {"float32": "<f4", "float64": "<f8", "float16": "<f2", "int64": "<i8"}
 
@@ -116,7 +119,7 @@ def write_packed(path, model, quantized, floats):
     """Write a packed file; returns its header.
 
     ``model``: JSON-able description of the network; ``quantized``: ``[(name, code, N, scale)]``;
-    ``floats``: ``{name: tensor}``. Written atomically (temporary file, then rename).
+    ``floats``: ``{name: tensor}``. Written atomically (``utils/files.py``).
     """
     entries, blobs, offset = {"quantized": [], "float": []}, [], 0
     for name, code, nbits, scale in quantized:
@@ -131,17 +134,9 @@ def write_packed(path, model, quantized, floats):
                                  "offset": offset, "bytes": len(blob)})
         offset += len(blob)
     header = {"format": "bsq-packed", "version": VERSION, "model": model, **entries}
-    text = json.dumps(header, separators=(",", ":")).encode()
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".bsq",
-                               dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(PREFIX.pack(MAGIC, VERSION, len(text)) + text + b"".join(blobs))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    text = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    body = text + b"".join(blobs)
+    atomic_write(path, PREFIX.pack(MAGIC, VERSION, len(text), zlib.crc32(body)) + body)
     return header
 
 
@@ -149,7 +144,7 @@ def read_packed(path):
     """Read a packed file -> ``(header, quantized, floats)``.
 
     ``quantized``: ``{name: (code, N, scale)}``; ``floats``: ``{name: tensor}``. Raises
-    ``PackedFileError`` (one line) for a missing, foreign, newer or truncated file.
+    ``PackedFileError`` (one line) for a missing, foreign, older, truncated or damaged file.
     """
     if not os.path.isfile(path):
         raise PackedFileError(f"packed model {path} does not exist: check the path")
@@ -157,13 +152,17 @@ def read_packed(path):
         data = f.read()
     if len(data) < PREFIX.size or data[:4] != MAGIC:
         raise PackedFileError(f"{path} is not a packed BSQ model (no {MAGIC.decode()} magic)")
-    _, version, length = PREFIX.unpack_from(data)
+    _, version, length, crc = PREFIX.unpack_from(data)
     if version != VERSION:
         raise PackedFileError(f"{path} is packed format version {version}; this code reads "
-                              f"version {VERSION}")
+                              f"version {VERSION}: export the model again")
+    body = data[PREFIX.size:]
+    if zlib.crc32(body) != crc:
+        raise PackedFileError(f"{path} is damaged (its CRC-32 does not match): export the model "
+                              "again")
     try:
-        header = json.loads(data[PREFIX.size:PREFIX.size + length])
-        payload = data[PREFIX.size + length:]
+        header = json.loads(body[:length])
+        payload = body[length:]
         quantized = {}
         for e in header["quantized"]:
             if e["bytes"] != sum(quantized_bytes(math.prod(e["shape"]), e["bits"])):

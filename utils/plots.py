@@ -8,7 +8,7 @@ import os
 
 from .checkpoint import load_checkpoint, read_scheme
 from .errors import BSQError
-from .logs import read_log
+from .epochlog import read_log
 
 SCHEME_SOURCES = ("best_bin.pth.tar", "checkpoint.pth.tar")  # scheme of a run without scheme.json
 

@@ -12,7 +12,7 @@ import torch
 
 from models import resnet
 from utils.engine import evaluate, make_eval_step, make_step, train_one_epoch
-from utils.graphs import CUDAGraphStep
+from utils.cudagraphs import CUDAGraphStep
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 

@@ -4,8 +4,11 @@ A BSQ step on ResNet-20 is a few thousand small kernels (the weights built from 
 the activation quantizers, the regularizer's 21 groups, the clamp), so on a GPU its time is the
 host launching them, not the arithmetic. ``CUDAGraphStep`` records the step once and from then on
 replays it with one launch: forward, loss, backward, optimizer step and clamp together. The
-replayed kernels are the eager ones, so results are those of the eager step.
+replayed kernels are the eager ones, so results are those of the eager step. A step that cannot
+be captured runs eagerly, with one warning line.
 """
+import sys
+
 import torch
 
 
@@ -25,18 +28,26 @@ class CUDAGraphStep:
     def __init__(self, step, key=lambda: None, warmup=3):
         self.step, self.key, self.warmup = step, key, warmup
         self.graph, self.shape, self.warm, self.side_stream = None, None, 0, None
+        self.eager = False  # set when a capture failed: the step then always runs eagerly
 
     def __call__(self, x, y):
         if self.graph is not None and self.key() != self.captured_key:
             self.graph = None  # a new learning rate
         self.shape = self.shape or x.shape  # an epoch's first batch is a full one
-        if x.shape != self.shape:
+        if self.eager or x.shape != self.shape:
             return self.step(x, y)
         if self.graph is None:
             if self.warm < self.warmup:
                 self.warm += 1
                 return self._on_side_stream(x, y)
-            self._capture(x, y)
+            try:
+                self._capture(x, y)
+            except RuntimeError as e:  # nothing ran: the batch is trained eagerly below
+                self.eager = True
+                reason = " ".join(str(e).split())[:200]
+                print(f"warning: CUDA graph capture failed ({reason}); running eagerly (pass "
+                      "--no-cuda-graphs to skip the attempt)", file=sys.stderr, flush=True)
+                return self.step(x, y)
         self.x.copy_(x)
         self.y.copy_(y)
         self.graph.replay()

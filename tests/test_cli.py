@@ -1,0 +1,85 @@
+"""The command lines: each script lists only flags it uses, every value is checked as it is
+parsed, and the original README's command lines parse as they are."""
+import argparse
+import importlib
+import re
+
+import pytest
+
+from utils.cli import depth, number
+from utils.console import Progress, duration
+
+SCRIPTS = ["cifar_train", "cifar_prune_STE", "cifar_finetune", "convert", "export", "plots",
+           "sweep"]
+TRAINING = {"--epochs", "--start-epoch", "--lr", "--schedule", "--gamma", "--momentum", "--wd",
+            "--resume", "--train-batch", "--manualSeed", "--deterministic", "--amp",
+            "--channels-last", "--compile", "--cuda-graphs", "--progress"}
+BSQ = {"--decay", "--L1", "--Prun_Int", "--thre"}
+NOT_LISTED = {  # flags that would do nothing in the script
+    "cifar_train": BSQ | {"--Nbits", "--bin", "--dict", "--export", "--load"},
+    "cifar_prune_STE": {"--dict", "--export", "--load"},
+    "cifar_finetune": BSQ | {"--dict", "--export", "--load"},
+    "convert": TRAINING | BSQ | {"--bin", "--evaluate", "--export", "--load"},
+    "export": TRAINING | BSQ | {"--Nbits", "--bin", "--dict", "--checkpoint"},
+    "plots": TRAINING | BSQ | {"--Nbits", "--depth", "--model", "--checkpoint"},
+    "sweep": {"--epochs", "--lr", "--schedule", "--resume", "--model", "--bin", "--L1",
+              "--decay", "--Prun_Int", "--checkpoint", "--evaluate"},
+}
+RELEASE_COMMANDS = {  # the original README's command lines, verbatim
+    "cifar_prune_STE": "-a resnet --depth 20 --epochs 350 --lr 0.1 --schedule 250 --gamma 0.1 "
+                       "--wd 1e-4 --model checkpoints/cifar10/resnet-20-8/model_best.pth.tar "
+                       "--decay 0.01 --Prun_Int 100 --thre 0.0 --checkpoint "
+                       "checkpoints/cifar10/xxx --Nbits 8 --act 4 --bin --L1",
+    "cifar_finetune": "-a resnet --depth 20 --epochs 300 --lr 0.01 --schedule 150 250 --gamma 0.1 "
+                      "--wd 1e-4 --model checkpoints/cifar10/xxx/checkpoint.pth.tar --checkpoint "
+                      "checkpoints/cifar10/xxx-ft --Nbits 8 --act 4 --bin",
+    "convert": "-a resnet --depth 20 --model checkpoints/cifar10/resnet-20/model_best.pth.tar "
+               "--dict checkpoints/cifar10/xxx/checkpoint.pth.tar --checkpoint "
+               "checkpoints/cifar10/xxx-mp --Nbits 8 --act 4",
+}
+
+
+def options(parser):
+    return {s for a in parser._actions for s in a.option_strings if s.startswith("--")}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_lists_only_flags_the_script_uses_each_explained_once(script):
+    parser = importlib.import_module(script).get_args_parser()
+    assert not options(parser) & NOT_LISTED[script]
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, action.dest
+    text = parser.format_help()
+    assert "(default: None)" not in text
+    assert all(entry.count("(default:") <= 1 for entry in re.split(r"\n  -", text))
+
+
+@pytest.mark.parametrize("script", sorted(RELEASE_COMMANDS))
+def test_the_release_command_lines_parse_as_they_are(script):
+    args = importlib.import_module(script).get_args_parser().parse_args(
+        RELEASE_COMMANDS[script].split())
+    assert args.depth == 20 and args.act == 4 and args.Nbits == 8
+
+
+def test_values_are_checked_as_they_are_parsed():
+    assert number(int, 1, 8)("8") == 8 and number(float, 0)("0") == 0.0
+    for parse, text, message in [(number(int, 1, 8), "9", "9 is not in 1..8"),
+                                 (number(float, 0), "-1", "-1 is not >= 0"),
+                                 (number(float, 0, lo_open=True), "0", "0 is not > 0"),
+                                 (number(float, 0, 1, hi_open=True), "1", "1 is not >= 0 and < 1"),
+                                 (number(float, 0), "nan", "nan is not >= 0"),
+                                 (number(int, 0), "x", "'x' is not an integer"),
+                                 (depth, "21", "21 is not 6n+2"), (depth, "2", "2 is not 6n+2")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(message)):
+            parse(text)
+    assert depth("110") == 110
+
+
+def test_progress_estimates_the_time_left_from_the_pace_so_far(monkeypatch):
+    clock = iter([0.0, 0.0, 30.0, 30.0])
+    monkeypatch.setattr("utils.console.time.monotonic", lambda: next(clock))
+    progress = Progress(epochs=10, first_epoch=4, every=0, stream=open("/dev/null", "w"))
+    progress.begin(epoch=4, steps=100)  # 6 epochs to go, the first one starting at t = 0
+    assert progress.eta(step=50) == pytest.approx(30.0 / 0.5 * 5.5)  # half an epoch in 30 s
+    assert duration(3725) == "1h02m" and duration(245) == "4m05s" and duration(12.4) == "12s"

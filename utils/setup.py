@@ -1,0 +1,68 @@
+"""What every script does before its work: device, seed, determinism, torchrun, data, and the
+checks that tie the flags to the device and to the checkpoint given."""
+import os
+import random
+
+import torch
+
+from . import distributed
+from .cli import check_flags
+from .data import build_loaders, num_classes
+from .engine import Speed
+from .errors import BSQError
+
+
+def setup(args, resume=None):
+    """Check the flags, seed the generators, pick the device (joining torchrun); returns it.
+
+    ``args.manualSeed`` becomes the seed used, so that checkpoints record it: the flag's, else
+    the resumed run's (``resume``, its loaded checkpoint), else a random one.
+    """
+    check_flags(args)
+    if args.gpu_id is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu_id
+    if hasattr(args, "manualSeed"):
+        if args.manualSeed is None and resume is not None:
+            args.manualSeed = (resume.get("args") or {}).get("manualSeed")
+        if args.manualSeed is None:
+            args.manualSeed = random.randint(1, 10000)
+        torch.manual_seed(args.manualSeed)
+    if getattr(args, "deterministic", False):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    return distributed.init("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def speed(args, device):
+    """The run's ``Speed``: CUDA graphs by default on a single GPU (``--no-cuda-graphs`` turns
+    them off), the other flags as given."""
+    one_gpu = device.type == "cuda" and distributed.world()[1] == 1
+    if args.cuda_graphs and not one_gpu:
+        raise BSQError(f"--cuda-graphs needs a single CUDA GPU, and this run has "
+                       f"{distributed.world()[1]} {device.type} process(es): drop the flag")
+    graphs = one_gpu if args.cuda_graphs is None else args.cuda_graphs
+    return Speed(args.amp, args.channels_last, args.compile, graphs)
+
+
+def loaders(args, device):
+    """The train and test loaders the flags describe, on ``device``."""
+    rank, world_size = distributed.world()
+    return build_loaders(args.dataset, args.data_root, getattr(args, "train_batch", 1),
+                         args.test_batch, device, args.loader, args.workers,
+                         getattr(args, "manualSeed", 0), rank, world_size)
+
+
+def check_form(model, args, path):
+    """``--bin`` says ``path`` holds a bit-representation model (bits or finetune form), its
+    absence a float one, as in the release."""
+    if args.bin and model.form == "float":
+        raise BSQError(f"{path} is a float model but --bin was given: drop --bin")
+    if not args.bin and model.form != "float":
+        raise BSQError(f"{path} is a bit-representation model: add --bin")
+
+
+def model_config(args):
+    """The keyword arguments of ``models.build_model`` that the flags describe."""
+    return {"arch": args.arch, "depth": args.depth, "num_classes": num_classes(args.dataset),
+            "act": args.act}
