@@ -24,9 +24,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models import resnet  # noqa: E402
-from utils.data import DeviceLoader, torchvision_loaders  # noqa: E402
-from utils.engine import make_step, train_one_epoch  # noqa: E402
-from utils.cudagraphs import CUDAGraphStep  # noqa: E402
+from utils.data import DeviceLoader, OnDevice, torchvision_loaders  # noqa: E402
+from utils.engine import Speed, build_steps, make_optimizer, train_one_epoch  # noqa: E402
 
 
 def models(depth):
@@ -42,8 +41,8 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--cuda-graphs", action="store_true",
-                        help="on a GPU, replay each step as a CUDA graph (the scripts' flag)")
+    parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
+                        help="on a GPU, replay each step as a CUDA graph (the scripts' default)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gen = torch.Generator().manual_seed(0)
@@ -54,14 +53,13 @@ def main():
     tv_train, _ = torchvision_loaders(images, labels, images, labels, args.batch, args.batch,
                                       args.workers)
     loaders = {"premade": premade, "device": device_loader,
-               "torchvision": _OnTheFly(tv_train, device)}
+               "torchvision": OnDevice(tv_train, device)}
     nets = {k: (m.to(device), d) for k, (m, d) in models(args.depth).items()}
     variants = [("bsq", name) for name in loaders] + [("train", "device"), ("train", "premade"),
                                                       ("finetune", "device")]
-    steps = {k: make_step(m, torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9), d)
+    speed = Speed(cuda_graphs=device.type == "cuda" and args.cuda_graphs)
+    steps = {k: build_steps(m, make_optimizer(m, 0.01, 0.9, 1e-4), device, speed, d)[0]
              for k, (m, d) in nets.items()}
-    if device.type == "cuda" and args.cuda_graphs:
-        steps = {k: CUDAGraphStep(step) for k, step in steps.items()}
     times = {v: [] for v in variants}
     for i in range(args.repeats + 1):
         for loop, data in variants:
@@ -95,17 +93,6 @@ def main():
         "cuda_graphs": device.type == "cuda" and args.cuda_graphs,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "workers": args.workers,
     }))
-
-
-class _OnTheFly:
-    """The DataLoader's batches moved to the device as they come."""
-
-    def __init__(self, loader, device):
-        self.loader, self.device = loader, device
-
-    def __iter__(self):
-        for x, y in self.loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ def world(tmp_path_factory, cifar10_root):
     (root / "protected" / "log.txt").write_text("\t".join(COLUMNS) + "\n")
     _save(bits.to_finetune_(), root / "badlog" / "checkpoint.pth.tar", epoch=1)
     (root / "badlog" / "log.txt").write_text("\t".join(COLUMNS) + "\ngarbage\n")
-    flags = argparse.Namespace(decay=0.01, lr=0.1, L1=True, Prun_Int=100, depth=8)
+    flags = argparse.Namespace(decay=0.01, lr=0.1, L1=True, Prun_Int=100, depth=8,
+                               model="bits8.pth.tar")
     _save(resnet(depth=8).to_bits_(8), root / "recorded" / "checkpoint.pth.tar", epoch=3,
           args=flags)
     negvar = resnet(depth=8)
@@ -130,6 +131,9 @@ CASES = [  # (script, arguments, words the one line must contain)
                            "--checkpoint recorded", "made with --decay 0.01, not --decay 0.5"),
     ("cifar_prune_STE.py", "--bin --L1 --decay 0.01 --resume recorded/checkpoint.pth.tar "
                            "--checkpoint recorded --epochs 2", "more than --epochs 2"),
+    ("cifar_prune_STE.py", "--bin --L1 --model float8.pth.tar --resume "
+                           "recorded/checkpoint.pth.tar --checkpoint recorded",
+     "made with --model bits8.pth.tar, not --model float8.pth.tar"),
     ("convert.py", f"--depth 14 --model float14.pth.tar --dict bits8.pth.tar {WRITE}",
      "no scheme for layers"),
     ("convert.py", f"--model bits8.pth.tar {WRITE}", "already a bits model"),

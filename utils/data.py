@@ -296,7 +296,7 @@ def torchvision_loaders(train_images, train_labels, test_images, test_labels, tr
         for images, labels, tf, batch, shuffle, r, w in splits)
 
 
-class _OnDevice:
+class OnDevice:
     """Wraps a DataLoader so batches arrive on ``device`` like DeviceLoader's."""
 
     def __init__(self, loader, device):
@@ -332,4 +332,4 @@ def build_loaders(dataset, root, train_batch, test_batch, device, loader="device
     pin = torch.device(device).type == "cuda"
     train_loader, test_loader = torchvision_loaders(*train, *test, train_batch, test_batch, workers,
                                                     seed, rank, world_size, pin)
-    return _OnDevice(train_loader, device), _OnDevice(test_loader, device)
+    return OnDevice(train_loader, device), OnDevice(test_loader, device)

@@ -8,6 +8,7 @@ as CUDA graphs (``utils/cudagraphs.py``).
 """
 import math
 import sys
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -81,8 +82,11 @@ def make_eval_step(model):
 
 
 def make_optimizer(model, lr, momentum, wd):
-    """SGD with momentum and weight decay over all parameters, as in the release."""
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=wd)
+    """SGD with momentum and weight decay over all parameters, as in the release; the
+    multi-tensor (foreach) kernels on every device: fewer launches, the same arithmetic (tested
+    bit for bit against the per-tensor loop on the CPU)."""
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=wd,
+                           foreach=True)
 
 
 def build_steps(model, optimizer, device, speed, decay=0.0):
@@ -97,6 +101,8 @@ def build_steps(model, optimizer, device, speed, decay=0.0):
     net = distributed.wrap(model, device)
     one_gpu = device.type == "cuda" and distributed.world()[1] == 1
     if speed.compile:
+        # plane_weights is an lru_cache of a pure function, so tracing through it is exact
+        warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_")
         own_graphs = one_gpu and not speed.cuda_graphs
         net = torch.compile(net, mode="reduce-overhead" if own_graphs else "default")
     train = make_step(model, optimizer, decay, speed.amp, speed.channels_last, net)
