@@ -7,59 +7,43 @@
 """
 import os
 
-from models import build_model, load_model
-from utils.checkpoint import checkpoint_state, load_model_state, save_checkpoint
-from utils.cli import (RECIPE, Parser, add_bit_flags, add_bsq_flags, add_data_flags,
-                       add_device_flags, add_model_flags, add_output_flags, add_run_flags,
-                       add_schedule_flags, add_seed_flags, add_speed_flags)
+from models import load_model
+from utils.checkpoint import checkpoint_state, save_checkpoint
+from utils.cli import RECIPE, Parser, add_bit_flags, add_bsq_flags, add_training_flags
 from utils.console import summary, times
 from utils.engine import evaluate
 from utils.errors import run_main
 from utils.fit import Schedule, fit
 from utils.report import scheme_report, write_scheme_json
 from utils.rng import rng_state
-from utils.rundir import check_run, interrupted, open_run
-from utils.setup import check_form, loaders, model_config, setup, speed
+from utils.rundir import interrupted, open_run
+from utils.setup import check_form, model_config, prepare
 
 
 def get_args_parser(add_help=True):
     parser = Parser(description="BSQ training of a bit-representation CIFAR ResNet",
                     add_help=add_help)
-    add_model_flags(parser)
-    add_data_flags(parser)
-    add_schedule_flags(parser, RECIPE["bsq"])
-    add_run_flags(parser, checkpoint="checkpoints/cifar10/bsq", resume=True,
-                  evaluate="only evaluate the (re-quantized) --model; write nothing")
+    add_training_flags(parser, RECIPE["bsq"], checkpoint="checkpoints/cifar10/bsq",
+                       evaluate="only evaluate the (re-quantized) --model; write nothing")
     add_bit_flags(parser, nbits_help="precision a float or random starting model is converted to",
                   bin_help="--model is in bit representation (without it: a float model)")
     add_bsq_flags(parser)
-    add_seed_flags(parser)
-    add_device_flags(parser)
-    add_speed_flags(parser)
-    add_output_flags(parser)
     return parser
 
 
 def main(args):
-    resume = None if args.evaluate else check_run(args)
-    device = setup(args, resume)
-    run_speed = speed(args, device)
-    train_loader, test_loader = loaders(args, device)
-    if resume is not None:
-        model = load_model_state(build_model(**model_config(args)), resume, args.resume)
-    elif args.model:
-        model, _ = load_model(args.model, **model_config(args))
+    run = prepare(args, writes=not args.evaluate)
+    model, _ = load_model(args.resume or args.model, run.resume, **model_config(args))
+    if run.resume is None and args.model:
         check_form(model, args, args.model)
-        if model.form == "float":
-            print(f"--model is a float model: converting it to {args.Nbits} bits", flush=True)
-    else:
-        model = build_model(**model_config(args))
-        print(f"no --model: starting from a random {args.Nbits}-bit model", flush=True)
-    model.to_bits_(args.Nbits).to(device)
-    if resume is None:
+    if model.form == "float":
+        start = "--model is a float model" if args.model else "no --model: a random model"
+        print(f"{start}: converting it to {args.Nbits} bits")
+    model.to_bits_(args.Nbits).to(run.device)
+    if run.resume is None:
         model.requantize_(0.0)  # as the release does once on loading, before the epochs
     if args.evaluate:
-        acc = evaluate(model, test_loader)["acc"]
+        acc = evaluate(model, run.test_loader)["acc"]
         print(scheme_report(model, acc))
         return summary(model, acc, acc, args.model)
 
@@ -69,23 +53,23 @@ def main(args):
             return False
         model.requantize_(args.thre)
         print(f"re-quantized before epoch {epoch + 1}: {model.avg_bits():.3f} bits per weight, "
-              f"compression {times(model.compression())}", flush=True)
+              f"compression {times(model.compression())}")
         return True
 
     decay = args.decay if args.L1 else 0.0
     print(f"BSQ: ResNet-{args.depth} on {args.dataset}, alpha {decay}, Prun_Int {args.Prun_Int}, "
-          f"thre {args.thre}, act {args.act}, seed {args.manualSeed}, {device}", flush=True)
+          f"thre {args.thre}, act {args.act}, seed {args.manualSeed}, {run.device}")
     path = os.path.join(args.checkpoint, "checkpoint.pth.tar")
     with open_run(args):
-        _, best_acc = fit(model, train_loader, test_loader, Schedule.from_args(args),
-                          args.checkpoint, speed=run_speed, decay=decay, before_epoch=requantize,
-                          resume=resume, start_epoch=args.start_epoch,
+        _, best_acc = fit(model, run.train_loader, run.test_loader, Schedule.from_args(args),
+                          args.checkpoint, speed=run.speed, decay=decay, before_epoch=requantize,
+                          resume=run.resume, start_epoch=args.start_epoch,
                           progress_every=args.progress, record=args)
         model.requantize_(0.0)  # the release's final re-quantization drops only empty planes
-        acc = evaluate(model, test_loader)["acc"]
+        acc = evaluate(model, run.test_loader)["acc"]
         print(scheme_report(model, acc))
         write_scheme_json(model, os.path.join(args.checkpoint, "scheme.json"), acc)
-        print(f"final re-quantized model: test accuracy {acc:.2f}%", flush=True)
+        print(f"final re-quantized model: test accuracy {acc:.2f}%")
         save_checkpoint(checkpoint_state(model, epoch=args.epochs, acc=acc, best_acc=best_acc,
                                          args=args, rng=rng_state()), path)
     return summary(model, acc, best_acc, path)

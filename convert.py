@@ -1,6 +1,7 @@
 """Float checkpoint -> bit representation, at ``--Nbits`` or at the scheme of ``--dict``.
 
-    python convert.py -a resnet --depth 20 --model checkpoints/cifar10/resnet-20/model_best.pth.tar \
+    python convert.py -a resnet --depth 20 \
+        --model checkpoints/cifar10/resnet-20/model_best.pth.tar \
         --checkpoint checkpoints/cifar10/resnet-20-8 --Nbits 8 --act 4
 """
 import os
@@ -13,8 +14,8 @@ from utils.console import summary
 from utils.engine import evaluate
 from utils.errors import BSQError, run_main
 from utils.report import scheme_report
-from utils.rundir import check_run, interrupted, open_run
-from utils.setup import loaders, model_config, setup
+from utils.rundir import interrupted, open_run
+from utils.setup import model_config, prepare
 
 
 def get_args_parser(add_help=True):
@@ -33,9 +34,7 @@ def get_args_parser(add_help=True):
 def main(args):
     if not args.model:
         raise BSQError("convert.py needs --model: the float checkpoint to convert")
-    check_run(args)
-    device = setup(args)
-    _, test_loader = loaders(args, device)
+    run = prepare(args)
     model, _ = load_model(args.model, **model_config(args))
     if model.form != "float":
         raise BSQError(f"--model {args.model} is already a {model.form} model: give a float one")
@@ -46,13 +45,13 @@ def main(args):
         if missing:
             raise BSQError(f"--dict {args.dict} has no scheme for layers {', '.join(missing)}: "
                            "give a bit checkpoint of the same architecture")
-    model.to(device)
-    before = evaluate(model, test_loader)["acc"]
-    print(f"float model: test accuracy {before:.2f}%", flush=True)
+    model.to(run.device)
+    before = evaluate(model, run.test_loader)["acc"]
+    print(f"float model: test accuracy {before:.2f}%")
     model.to_bits_(nbits)
-    after = evaluate(model, test_loader)["acc"]
+    after = evaluate(model, run.test_loader)["acc"]
     print(scheme_report(model))
-    print(f"bit representation: test accuracy {after:.2f}%", flush=True)
+    print(f"bit representation: test accuracy {after:.2f}%")
     state = checkpoint_state(model, acc=after, best_acc=after, args=args)
     with open_run(args):
         for name in ("checkpoint.pth.tar", "model_best.pth.tar"):

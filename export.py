@@ -1,4 +1,4 @@
-"""Write a BSQ model at its true size (the packed format of ``utils/export.py``), or read one back.
+"""Write a BSQ model at its true size (``utils/packedfile.py``'s packed format), or read one.
 
     python export.py -a resnet --depth 20 --model checkpoints/cifar10/xxx-ft/best_bin.pth.tar \
         --act 4 --export checkpoints/cifar10/xxx-ft/model.bsq [--evaluate]
@@ -9,13 +9,15 @@ uses is identical; ``--evaluate`` also runs both on the test set. The sizes prin
 paper's (TB bits / 8, no sign bits or float layers), the file's real size, and the ratio of
 the unquantized fp32 model's tensor bytes to each.
 """
+import math
 import os
 
 from models import load_model
-from models.packed import export_model, load_packed, same_weights, sizes
+from models.packed import pack, same_weights, sizes, unpack
+from utils.bits import FLOAT_BITS
 from utils.cli import (Parser, add_data_flags, add_device_flags, add_model_flags,
                        add_overwrite_flag, add_run_flags)
-from utils.console import summary
+from utils.console import summary, times
 from utils.data import num_classes
 from utils.engine import evaluate
 from utils.errors import BSQError, run_main
@@ -41,7 +43,7 @@ def get_args_parser(add_help=True):
 
 def size_lines(size, path):
     """The human-readable size report of a packed file."""
-    comp = f"{32 * size['TP'] / size['TB']:.2f}x" if size["TB"] else "undefined (no bits)"
+    comp = times(FLOAT_BITS * size["TP"] / size["TB"] if size["TB"] else math.inf)
     return "\n".join([
         f"packed model {path}",
         f"  paper size, TB/8       {size['paper']:>12.0f} bytes  (TB {size['TB']} bits for TP "
@@ -71,13 +73,13 @@ def main(args):
             raise BSQError(f"--model {args.model} is a float model: convert it to bits first "
                            "(convert.py) or give a BSQ / finetune checkpoint")
         os.makedirs(os.path.dirname(os.path.abspath(args.export)), exist_ok=True)
-        export_model(source, args.export, checkpoint=args.model, acc=ckpt.get("acc"))
+        pack(source, args.export, checkpoint=args.model, acc=ckpt.get("acc"))
     path = args.export or args.load
-    model, header = load_packed(path)
+    model, header = unpack(path)
     if source is not None and not same_weights(source, model):
         raise RuntimeError(f"{path} does not rebuild the weights of {args.model}")
     size = sizes(header, os.path.getsize(path))
-    print(size_lines(size, path), flush=True)
+    print(size_lines(size, path))
 
     acc = source_acc = None
     if args.evaluate:
@@ -86,10 +88,10 @@ def main(args):
                            f"{classes}: pass the matching -d/--dataset")
         _, test_loader = loaders(args, device)
         acc = evaluate(model.to(device), test_loader)["acc"]
-        print(f"packed model: test accuracy {acc:.2f}%", flush=True)
+        print(f"packed model: test accuracy {acc:.2f}%")
         if source is not None:
             source_acc = evaluate(source.to(device), test_loader)["acc"]
-            print(f"checkpoint {args.model}: test accuracy {source_acc:.2f}%", flush=True)
+            print(f"checkpoint {args.model}: test accuracy {source_acc:.2f}%")
     return summary(model, acc, acc, path, checkpoint_acc=source_acc, file_bytes=size["file"],
                    paper_bytes=size["paper"], fp32_bytes=size["fp32"],
                    fp32_ratio=round(size["fp32"] / size["file"], 4))

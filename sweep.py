@@ -38,9 +38,9 @@ from dataclasses import dataclass
 
 import torch
 
-from utils.cli import (MAX_SEED, RECIPE, Parser, add_data_flags, add_model_flags,
-                       add_output_flags, add_speed_flags, add_threshold_flag, number)
-from utils.console import duration
+from utils.cli import (MAX_SEED, RECIPE, Parser, add_data_flags, add_model_flags, add_output_flags,
+                       add_speed_flags, add_threshold_flag, number)
+from utils.console import duration, times
 from utils.errors import BSQError, run_main
 from utils.files import atomic_write, json_text, write_json
 from utils.plots import MissingExtra, plot_tradeoff
@@ -137,7 +137,8 @@ def plan(args, out):
     float_model = os.path.abspath(args.float_model) if args.float_model else None
     first = ()
     if float_model is None:
-        stages.append(Stage("pretraining", "cifar_train.py", train + schedule_flags("train", factor),
+        stages.append(Stage("pretraining", "cifar_train.py",
+                            train + schedule_flags("train", factor),
                             os.path.join(out, "float")))
         float_model, first = os.path.join(out, "float", "model_best.pth.tar"), ("pretraining",)
     stages.append(Stage("8-bit conversion", "convert.py", convert + ["--model", float_model,
@@ -207,7 +208,7 @@ class Running:
         self.out = open(os.path.join(stage.folder, "stdout.txt"), "w")
         self.err = open(os.path.join(stage.folder, "stderr.txt"), "w")
         where = f" on GPU {gpu}" if gpu is not None else ""
-        print(f"[sweep] {stage.name}{where}: {shlex.join(command)}", flush=True)
+        print(f"[sweep] {stage.name}{where}: {shlex.join(command)}")
         self.process = launch(command, env, self.out, self.err)
 
     def status(self):
@@ -235,7 +236,7 @@ class Running:
         result.update(command=stage.command(), seconds=round(seconds, 1))
         write_json(result, os.path.join(stage.folder, "result.json"))
         print(f"[sweep] {stage.name}: {duration(seconds)}, test accuracy {result['acc']:.2f}%, "
-              f"{result['comp']:.2f}x", flush=True)
+              f"{times(result['comp'])}")
         return result
 
 
@@ -268,7 +269,7 @@ def run_stages(stages, jobs, every):
             if running and every and time.monotonic() - last_status >= every:
                 last_status = time.monotonic()
                 for run in running:
-                    print(run.status(), flush=True)
+                    print(run.status())
             if running:
                 time.sleep(POLL_S)
     finally:
@@ -293,8 +294,8 @@ def table(sweep):
              "| from scratch acc (%) |",
              "| ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in sweep["rows"]:
-        comp = "-" if r["comp"] is None else f"{r['comp']:.2f}x"
-        lines.append(f"| {r['alpha']:g} | {r['avg_bits']:.3f} | {comp} | {r['bsq_acc']:.2f} | "
+        lines.append(f"| {r['alpha']:g} | {r['avg_bits']:.3f} | {times(r['comp'])} | "
+                     f"{r['bsq_acc']:.2f} | "
                      f"{r['finetune_acc']:.2f} | {r['scratch_acc']:.2f} |")
     lines += ["", "BSQ acc: the re-quantized BSQ model; finetuned: after finetuning at its "
               "scheme; from scratch: the float model converted to the same scheme, then "
@@ -351,14 +352,14 @@ def main(args):
         sweep["plot"] = plot_tradeoff(rows, os.path.join(out, "tradeoff.png"), sweep["float_acc"],
                                       f"BSQ sweep, ResNet-{args.depth} on {args.dataset}")
     except MissingExtra as e:
-        print(f"[sweep] no tradeoff.png: {e}", flush=True)
+        print(f"[sweep] no tradeoff.png: {e}")
     write_json(sweep, os.path.join(out, "sweep.json"))
     text = table(sweep)
     atomic_write(os.path.join(out, "sweep.md"), text)
-    print(text, flush=True)
+    print(text)
     figures = {"sweep": os.path.join(out, "sweep.json"), "table": os.path.join(out, "sweep.md"),
                "plot": sweep["plot"], "rows": rows}
-    print(json_text(figures), flush=True)
+    print(json_text(figures))
     return figures
 
 

@@ -15,8 +15,12 @@ def build_model(arch="resnet", depth=20, num_classes=10, act=4):
     return ARCHS[arch](depth=depth, num_classes=num_classes, act=act)
 
 
-def load_model(path, **config):
-    """``build_model(**config)`` with checkpoint ``path`` (any form, ours or the release's)
-    loaded into it. Returns ``(model, checkpoint)``; raises ``CheckpointError`` (one line)."""
-    ckpt = load_checkpoint(path)
-    return load_model_state(build_model(**config), ckpt, path), ckpt
+def load_model(path=None, checkpoint=None, **config):
+    """``build_model(**config)`` with the checkpoint at ``path`` (any form, ours or the
+    release's) loaded into it; ``checkpoint``: that file already read. Without a path, the
+    freshly initialised model. Returns ``(model, checkpoint)``; raises ``CheckpointError``."""
+    model = build_model(**config)
+    if not path:
+        return model, None
+    checkpoint = checkpoint if checkpoint is not None else load_checkpoint(path)
+    return load_model_state(model, checkpoint, path), checkpoint

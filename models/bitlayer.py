@@ -17,6 +17,8 @@ in every bit checkpoint the release writes), so state dicts move between the two
 ``module.`` prefix. Precision 0 marks an all-zero tensor: it keeps one zero plane, outputs zero
 and gets no gradient, so it stays zero.
 """
+from typing import NamedTuple
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,7 +27,17 @@ from utils.bits import encode, plane_value, quantize, requantize
 from utils.ste import WeightQuant, levels
 
 FORMS = ("float", "bits", "finetune")
-NAMES = {"weight": ("pweight", "nweight", "scale"), "bias": ("pbias", "nbias", "biasscale")}
+
+
+class BitNames(NamedTuple):
+    """The release's names of one quantized tensor's parameters: its planes and its scale."""
+    p: str
+    n: str
+    scale: str
+
+
+NAMES = {"weight": BitNames("pweight", "nweight", "scale"),
+         "bias": BitNames("pbias", "nbias", "biasscale")}
 
 
 class BitLayer:
@@ -50,7 +62,7 @@ class BitLayer:
             return None
         if self.form == "float":
             return getattr(self, slot)
-        scale = getattr(self, NAMES[slot][2])
+        scale = self.scale_of(slot)
         with torch.autocast(scale.device.type, enabled=False):
             return self._build(slot, scale)
 
@@ -64,9 +76,16 @@ class BitLayer:
     def _value(self, slot):
         """``w`` before ``Q_N``: ``sum_i (p_i - n_i) e_i`` (bits form) or the finetune weight."""
         if self.form == "bits":
-            p, n, _ = NAMES[slot]
-            return plane_value(getattr(self, p), getattr(self, n))
+            return plane_value(*self.planes(slot))
         return getattr(self, slot)
+
+    def planes(self, slot):
+        """``(p, n)``, the plane tensors of ``slot`` (bits form)."""
+        return getattr(self, NAMES[slot].p), getattr(self, NAMES[slot].n)
+
+    def scale_of(self, slot):
+        """The 0-dim scale of ``slot`` (bits and finetune forms)."""
+        return getattr(self, NAMES[slot].scale)
 
     # -- parameter bookkeeping --------------------------------------------------------------
     def _install(self, slot, tensors, trainable=True):
@@ -84,10 +103,9 @@ class BitLayer:
 
     def _install_bits(self, slot, code, scale, nbits):
         """Install an integer code (slot's shape) at ``nbits`` with a 0-dim ``scale``, bits form."""
-        p_name, n_name, s_name = NAMES[slot]
         self.nbits[slot] = nbits
         p, n = encode(code, max(nbits, 1), dtype=scale.dtype)
-        self._install(slot, {p_name: p, n_name: n, s_name: scale}, nbits > 0)
+        self._install(slot, dict(zip(NAMES[slot], (p, n, scale))), nbits > 0)
 
     @torch.no_grad()
     def code(self, slot):
@@ -95,25 +113,25 @@ class BitLayer:
         finetune form, exact or continuous bits): ``W = scale * code / (2^N - 1)``, int64."""
         nbits = self.nbits[slot]
         if nbits == 0:
-            scale = getattr(self, NAMES[slot][2])
-            return torch.zeros(self.shapes[slot], dtype=torch.long, device=scale.device)
+            return torch.zeros(self.shapes[slot], dtype=torch.long,
+                               device=self.scale_of(slot).device)
         w = self._value(slot).clamp(-1.0, 1.0)
         return (torch.round(w.abs() * levels(nbits)) * torch.sign(w)).long()
 
     def allocate(self, form, nbits):
-        """Empty parameters of ``form`` at precisions ``nbits`` (slot -> N), e.g. to load a state dict."""
+        """Empty parameters of ``form`` at precisions ``nbits`` (slot -> N): to load a state."""
         ref = next(self.parameters())
         for slot in self.slots:
             shape, nb = self.shapes[slot], nbits.get(slot, 0)
-            p_name, n_name, s_name = NAMES[slot]
+            names = NAMES[slot]
             if form == "float":
                 tensors = {slot: ref.new_zeros(shape)}
             elif form == "bits":
                 planes = shape + (max(nb, 1),)
-                tensors = {p_name: ref.new_zeros(planes), n_name: ref.new_zeros(planes),
-                           s_name: ref.new_zeros(())}
+                tensors = {names.p: ref.new_zeros(planes), names.n: ref.new_zeros(planes),
+                           names.scale: ref.new_zeros(())}
             else:
-                tensors = {slot: ref.new_zeros(shape), s_name: ref.new_zeros(())}
+                tensors = {slot: ref.new_zeros(shape), names.scale: ref.new_zeros(())}
             self.nbits[slot] = nb
             self._install(slot, tensors, form == "float" or nb > 0)
         self.form = form
@@ -136,7 +154,7 @@ class BitLayer:
                 nb = nbits[slot] if bool(code.any()) else 0
                 code = code if nb else torch.zeros_like(code)
             else:
-                code, scale, nb = self.code(slot), getattr(self, NAMES[slot][2]), self.nbits[slot]
+                code, scale, nb = self.code(slot), self.scale_of(slot), self.nbits[slot]
             self._install_bits(slot, code, scale.detach().clone(), nb)
         self.form = "bits"
 
@@ -148,10 +166,8 @@ class BitLayer:
             return
         self.requantize_(0.0)
         for slot in self.slots:
-            p_name, n_name, s_name = NAMES[slot]
-            w = plane_value(getattr(self, p_name), getattr(self, n_name))
-            scale = getattr(self, s_name).detach().clone()
-            self._install(slot, {slot: w, s_name: scale}, self.nbits[slot] > 0)
+            w, scale = plane_value(*self.planes(slot)), self.scale_of(slot).detach().clone()
+            self._install(slot, {slot: w, NAMES[slot].scale: scale}, self.nbits[slot] > 0)
         self.form = "finetune"
 
     @torch.no_grad()
@@ -164,14 +180,13 @@ class BitLayer:
 
     @torch.no_grad()
     def requantize_(self, thre=0.0):
-        """Re-quantize the bit planes and drop planes (docs/method.md, steps 1-2). Bits form only."""
+        """Re-quantize the bit planes and drop planes (docs/method.md, steps 1-2); bits form."""
         assert self.form == "bits", "re-quantization needs the bit representation"
         for slot in self.slots:
-            p_name, n_name, s_name = NAMES[slot]
-            p, n, scale, nb = requantize(getattr(self, p_name), getattr(self, n_name),
-                                         getattr(self, s_name), self.nbits[slot], thre)
+            p, n, scale, nb = requantize(*self.planes(slot), self.scale_of(slot), self.nbits[slot],
+                                         thre)
             self.nbits[slot] = nb
-            self._install(slot, {p_name: p, n_name: n, s_name: scale}, nb > 0)
+            self._install(slot, dict(zip(NAMES[slot], (p, n, scale))), nb > 0)
 
     # -- what the model-level code reads ------------------------------------------------------
     def precision(self):
@@ -180,8 +195,7 @@ class BitLayer:
 
     def bit_groups(self):
         """``(p, n, N)`` for each slot, the regularizer's groups (bits form)."""
-        return [(getattr(self, NAMES[s][0]), getattr(self, NAMES[s][1]), self.nbits[s])
-                for s in self.slots]
+        return [(*self.planes(s), self.nbits[s]) for s in self.slots]
 
     def clamp_targets(self):
         """The tensors clamped after an optimizer step: bit planes, or finetune weights ``w``."""
@@ -198,10 +212,10 @@ class BitLayer:
     @torch.no_grad()
     def plane_ones(self, slot="weight"):
         """Percentage of nonzero bits ``p_i - n_i`` in each plane, MSB first (bits form)."""
-        p_name, n_name, _ = NAMES[slot]
         if self.nbits[slot] == 0:
             return []
-        diff = getattr(self, p_name) - getattr(self, n_name)
+        p, n = self.planes(slot)
+        diff = p - n
         return (diff.reshape(-1, diff.shape[-1]) != 0).double().mean(0).mul(100).tolist()
 
     def extra_repr(self):

@@ -1,13 +1,12 @@
 """Model-level BSQ operations over every quantized layer of a network."""
 import torch.nn as nn
 
-from utils.bits import clamp_
+from utils.bits import FLOAT_BITS, clamp_
 from utils.regularizer import bit_group_lasso
 
 from .bitlayer import FORMS, BitLayer
 
 CLAMP = {"bits": (0.0, 2.0), "finetune": (-1.0, 1.0)}  # docs/method.md: after every step
-FLOAT_BITS = 32
 
 
 class BitModel(nn.Module):

@@ -1,4 +1,4 @@
-"""A BSQ model to and from its packed file (the format is ``utils/export.py``'s).
+"""A BSQ model to and from its packed file (the format is ``utils/packedfile.py``'s).
 
 Each quantized tensor is stored as the integer code its forward pass uses,
 ``code = sign(w) round(|clip(w, -1, 1)| (2^N - 1))`` (so ``W = scale * code / (2^N - 1)``), at
@@ -9,13 +9,13 @@ finetune form.
 """
 import torch
 
-from utils.bits import encode
-from utils.export import PackedFileError, read_packed, write_packed
+from utils.bits import FLOAT_BITS, encode
+from utils.packedfile import PackedFileError, read_packed, write_packed
 
 from .bitlayer import NAMES
 from .resnet import ResNet
 
-FLOAT_BYTES = 4
+FLOAT_BYTES = FLOAT_BITS // 8
 
 
 def float_tensors(model):
@@ -27,13 +27,12 @@ def float_tensors(model):
 def packed_tensors(model):
     """``(quantized, floats)`` for ``write_packed``: ``[(name, code, N, scale)]`` of every
     quantized tensor, and ``float_tensors(model)``."""
-    quantized = [(f"{name}.{slot}", m.code(slot).cpu(), m.nbits[slot],
-                  getattr(m, NAMES[slot][2]))
+    quantized = [(f"{name}.{slot}", m.code(slot).cpu(), m.nbits[slot], m.scale_of(slot))
                  for name, m in model.quant_layers() for slot in m.slots]
     return quantized, float_tensors(model)
 
 
-def export_model(model, path, **info):
+def pack(model, path, **info):
     """Write ``model`` (bits or finetune form) to the packed file ``path``; returns the header.
 
     ``info`` (e.g. the source checkpoint and its accuracy) is stored in the header's ``model``.
@@ -45,7 +44,7 @@ def export_model(model, path, **info):
     return write_packed(path, description, *packed_tensors(model))
 
 
-def load_packed(path):
+def unpack(path):
     """Rebuild the model of a packed file, in bits form on the CPU; returns ``(model, header)``."""
     header, quantized, floats = read_packed(path)
     try:
@@ -58,10 +57,8 @@ def load_packed(path):
         state = dict(floats)
         for key, (code, nbits, scale) in quantized.items():
             layer, slot = key.rsplit(".", 1)
-            p_name, n_name, s_name = NAMES[slot]
             p, n = encode(code, max(nbits, 1))  # (..., N) exact 0/1 planes
-            state.update({f"{layer}.{p_name}": p, f"{layer}.{n_name}": n,
-                          f"{layer}.{s_name}": scale})
+            state.update({f"{layer}.{name}": t for name, t in zip(NAMES[slot], (p, n, scale))})
         model.load_state_dict(state)
     except (KeyError, ValueError, RuntimeError) as e:
         raise PackedFileError(f"{path} does not describe a CIFAR ResNet of this code "

@@ -3,6 +3,8 @@ import math
 
 import torch.nn as nn
 
+from utils.arch import blocks_per_stage
+
 from .activation import ActQuantizer
 from .bitlayer import BitConv2d, BitLinear
 from .bitmodel import BitModel
@@ -43,9 +45,7 @@ class ResNet(BitModel):
 
     def __init__(self, depth=20, num_classes=10, act=4, nbits=8):
         super().__init__()
-        if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"depth {depth} is not 6n+2 (20, 32, 44, 56, 110, ...)")
-        n = (depth - 2) // 6
+        n = blocks_per_stage(depth)
         self.depth, self.num_classes, self.act = depth, num_classes, act
         self.conv1 = BitConv2d(3, 16, 3, 1, 1, bias=False, nbits=nbits)
         self.bn1 = nn.BatchNorm2d(16)

@@ -1,12 +1,16 @@
-import os
-import sys
+"""Shared fixtures; tests under ``tests/e2e`` are marked ``e2e`` (``-m "not e2e"``: unit only)."""
+import pathlib
 
 import pytest
+from cifar_fixture import make_cifar
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.dirname(TESTS), TESTS]  # repo root (utils, models) and cifar_fixture
+E2E = pathlib.Path(__file__).parent / "e2e"
 
-from cifar_fixture import make_cifar  # noqa: E402
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if E2E in pathlib.Path(item.fspath).parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

@@ -9,13 +9,18 @@ import torch
 from models import build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAULTS = os.path.join(REPO, "tests", "faults.py")
 
 
-def run_script(cwd, script, args, expect=0, timeout=600):
-    """Run ``script`` of the repository with ``args`` (a string) in ``cwd``; check its status."""
-    args = args.split() if isinstance(args, str) else list(args)
-    proc = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+def run_script(cwd, script, args, expect=0, timeout=600, env=None, faults=()):
+    """Run ``script`` of the repository with ``args`` (a string or a list) in ``cwd``, with
+    ``env`` added to the environment and ``faults`` injected (``tests/faults.py``); check its
+    exit status."""
+    args = args.split() if isinstance(args, str) else [str(a) for a in args]
+    driver = [FAULTS, *faults] if faults else []
+    proc = subprocess.run([sys.executable, *driver, os.path.join(REPO, script), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
     assert proc.returncode == expect, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
 
@@ -45,3 +50,39 @@ def mixed_model(act=4, form="bits", continuous=False):
                     p.add_(torch.rand_like(p) * 0.9).clamp_(0, 2)
                     n.add_(torch.rand_like(n) * 0.9).clamp_(0, 2)
     return model.to_finetune_() if form == "finetune" else model
+
+
+SHORTCUTS = ("layer2.0.downsample.0", "layer3.0.downsample.0")  # in older releases' Nbit_dict
+def release_layout(model, optimizer=None, epoch=1, scale_shape=()):
+    """The checkpoint dict the release would write for ``model``: keys prefixed ``module.``,
+    0-dim ``scale``/``biasscale`` (or ``scale_shape``), an ``Nbit_dict`` listing the shortcut convs
+    and, in bits form, never 0 (an all-zero layer keeps one zero plane at precision 1), and only
+    the fields ``epoch state_dict acc best_acc optimizer`` (+ ``Nbit_dict``)."""
+    state = {f"module.{k}": v.reshape(scale_shape) if k.endswith("scale") else v
+             for k, v in model.state_dict().items()}
+    optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ckpt = {"epoch": epoch, "state_dict": state, "acc": 10.0, "best_acc": 10.0,
+            "optimizer": optimizer.state_dict()}
+    if model.form == "bits":
+        ckpt["Nbit_dict"] = {k: [max(v[0], 1), v[1]] for k, v in model.scheme().items()}
+    elif model.form == "finetune":
+        ckpt["Nbit_dict"] = model.scheme()
+    if "Nbit_dict" in ckpt:
+        ckpt["Nbit_dict"].update({name: [8, 0] for name in SHORTCUTS})
+    return ckpt
+
+
+def model_in(form):
+    """``mixed_model`` in ``form`` (bits, finetune or float), in eval mode."""
+    model = mixed_model(form="finetune" if form == "finetune" else "bits")
+    return (model.to_float_() if form == "float" else model).eval()
+
+
+def malicious_checkpoint(path, marker):
+    """A torch.save file whose unpickling would create ``marker``: what loading must refuse."""
+
+    class Payload:
+        def __reduce__(self):
+            return exec, (f"open({str(marker)!r}, 'w').write('ran')",)
+
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "extra": Payload()}, path)

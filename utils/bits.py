@@ -16,12 +16,13 @@ import torch
 
 from .ste import SMALLEST_POSITIVE, levels
 
-MAX_BITS = 8
+MAX_BITS = 8  # the highest precision of a quantized tensor
+FLOAT_BITS = 32  # the bits of an unquantized weight in the size accounting
 
 
 @functools.lru_cache(maxsize=None)
 def plane_weights(nbits, device="cpu"):
-    """``e_i = 2^(N-1-i) / (2^N - 1)`` for i = 0..N-1: computed in float64, stored as float32 (N,)."""
+    """``e_i = 2^(N-1-i) / (2^N - 1)``, i = 0..N-1: computed in float64, held as float32 (N,)."""
     powers = torch.tensor([2.0 ** (nbits - 1 - i) for i in range(nbits)], dtype=torch.float64)
     return (powers / levels(nbits)).to(device=device, dtype=torch.float32)
 

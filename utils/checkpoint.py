@@ -16,6 +16,8 @@ import zipfile
 
 import torch
 
+from .arch import depth_of
+from .bits import MAX_BITS
 from .distributed import is_main
 from .errors import BSQError
 from .files import atomic_write
@@ -156,7 +158,7 @@ def read_scheme(ckpt):
                       for k, v in scheme.items()}
         except (TypeError, ValueError, AttributeError):
             scheme = None
-        if scheme is None or not all(len(v) == 2 and 0 <= min(v) and max(v) <= 8
+        if scheme is None or not all(len(v) == 2 and 0 <= min(v) and max(v) <= MAX_BITS
                                      for v in scheme.values()):
             raise CheckpointError("the checkpoint's Nbit_dict is malformed: expected "
                                   "{layer: [N_weight, N_bias]} with precisions 0..8")
@@ -174,7 +176,7 @@ def describe(state_dict):
     """``(depth, num_classes)`` of a CIFAR ResNet state dict, read off its keys and shapes."""
     blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"layer1\.(\d+)\.", k))}
     fc = next((v for k, v in state_dict.items() if k in ("fc.weight", "fc.pweight")), None)
-    depth = 6 * len(blocks) + 2 if blocks else None
+    depth = depth_of(len(blocks)) if blocks else None
     return depth, None if fc is None else fc.shape[0]
 
 

@@ -9,6 +9,8 @@ import argparse
 import math
 from typing import NamedTuple
 
+from .arch import blocks_per_stage
+from .bits import MAX_BITS
 from .data import DATASETS
 from .errors import BSQError
 
@@ -84,9 +86,25 @@ def number(kind, lo=None, hi=None, lo_open=False, hi_open=False):
 def depth(text):
     """``--depth``: 6n+2 with n >= 1."""
     value = number(int)(text)
-    if value < 8 or (value - 2) % 6:
-        raise argparse.ArgumentTypeError(f"{text} is not 6n+2: use 20, 32, 44, 56 or 110")
+    try:
+        blocks_per_stage(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return value
+
+
+def add_training_flags(parser, recipe, checkpoint, evaluate):
+    """The flags every training script takes: model, data, ``recipe``'s schedule, the run
+    (output folder ``checkpoint``, ``--resume``, ``--evaluate`` with help ``evaluate``), seed,
+    device, speed and progress."""
+    add_model_flags(parser)
+    add_data_flags(parser)
+    add_schedule_flags(parser, recipe)
+    add_run_flags(parser, checkpoint=checkpoint, resume=True, evaluate=evaluate)
+    add_seed_flags(parser)
+    add_device_flags(parser)
+    add_speed_flags(parser)
+    add_output_flags(parser)
 
 
 def add_model_flags(parser):
@@ -168,7 +186,7 @@ def add_seed_flags(parser):
 
 def add_bit_flags(parser, nbits_help, bin_help=None):
     group = parser.group("bits")
-    group.add_argument("--Nbits", type=number(int, 1, 8), default=8, help=nbits_help)
+    group.add_argument("--Nbits", type=number(int, 1, MAX_BITS), default=MAX_BITS, help=nbits_help)
     if bin_help:
         group.add_argument("--bin", action="store_true", help=bin_help)
 

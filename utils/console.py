@@ -76,8 +76,8 @@ class Progress:
 
 def times(ratio):
     """A compression for people: ``4.00x``, or ``undefined (no bits)`` for a model whose every
-    tensor is at precision 0 (32 TP / TB with TB = 0)."""
-    return f"{ratio:.2f}x" if math.isfinite(ratio) else "undefined (no bits)"
+    tensor is at precision 0 (32 TP / TB with TB = 0: infinite, or null in JSON)."""
+    return "undefined (no bits)" if ratio is None or not math.isfinite(ratio) else f"{ratio:.2f}x"
 
 
 def epoch_line(row, epochs, elapsed=None, eta=None):
@@ -100,5 +100,5 @@ def summary(model, acc, best_acc, checkpoint, **extra):
                "avg_bits": round(model.avg_bits(), 4),
                "scheme": model.scheme() if model.form != "float" else None,
                "checkpoint": checkpoint, **extra}
-    print(json_text(figures), flush=True)
+    print(json_text(figures))
     return figures

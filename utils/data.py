@@ -259,7 +259,7 @@ class _ShardSampler(Sampler):
 
 
 class _ImageDataset(Dataset):
-    """uint8 (N, 3, 32, 32) images and labels as (PIL image, int) pairs, like torchvision's CIFAR10."""
+    """uint8 (N, 3, 32, 32) images and labels as (PIL image, int) pairs, like torchvision's."""
 
     def __init__(self, images, labels, transform):
         self.images = images.permute(0, 2, 3, 1).contiguous().numpy()  # (N, 32, 32, 3) uint8

@@ -80,4 +80,4 @@ def check_replicas(model):
     dist.all_gather(copies, local)
     if not all(torch.equal(copies[0], c) for c in copies[1:]):
         raise BSQError("the ranks' models diverged: rerun with --deterministic")
-    print(f"all {world()[1]} ranks hold bit-identical models and schemes", flush=True)
+    print(f"all {world()[1]} ranks hold bit-identical models and schemes")

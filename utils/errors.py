@@ -76,6 +76,8 @@ def run_main(main, parser, argv=None, interrupted=None):
     training scripts: which epoch was saved and the ``--resume`` command).
     """
     args = parser.parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # each line out at once, also into a file or a pipe
+        sys.stdout.reconfigure(line_buffering=True)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return main(args)

@@ -110,6 +110,6 @@ def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), de
         # Written last: a run killed before this line resumes from the previous epoch and
         # redoes this one, rewriting model_best and this log row identically.
         save_checkpoint(state, os.path.join(folder, "checkpoint.pth.tar"))
-        print(epoch_line(row, schedule.epochs, progress.elapsed(), progress.eta()), flush=True)
+        print(epoch_line(row, schedule.epochs, progress.elapsed(), progress.eta()))
     distributed.check_replicas(model)
     return test, best_acc

@@ -1,14 +1,14 @@
 """PNG charts of BSQ runs: per-layer precision, training curves, and a sweep's trade-off.
 
-matplotlib is an optional extra (``requirements-extra.txt``); without it the plotting functions
+matplotlib is in ``requirements.txt`` but nothing else needs it: without it the plotting functions
 raise ``MissingExtra``, a one-line ``BSQError`` with the install command.
 """
 import json
 import os
 
 from .checkpoint import load_checkpoint, read_scheme
-from .errors import BSQError
 from .epochlog import read_log
+from .errors import BSQError
 
 SCHEME_SOURCES = ("best_bin.pth.tar", "checkpoint.pth.tar")  # scheme of a run without scheme.json
 
@@ -24,8 +24,8 @@ def pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise MissingExtra("plots need matplotlib, an optional extra: pip install -r "
-                           "requirements-extra.txt (or pip install matplotlib)") from None
+        raise MissingExtra("plots need matplotlib, which is not installed: pip install "
+                           "matplotlib (or pip install -r requirements.txt)") from None
     return plt
 
 

@@ -1,10 +1,9 @@
 """The scheme report: per quantized tensor its precision, share of the bits and ones per plane,
 then the model's totals; as text (``scheme_report``) and as data (``scheme.json``)."""
+from .bits import FLOAT_BITS
 from .console import times
 from .distributed import is_main
 from .files import write_json
-
-FLOAT_BITS = 32  # bits of an unquantized weight in the size accounting
 
 
 def scheme_dict(model, acc=None):

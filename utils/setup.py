@@ -2,6 +2,7 @@
 checks that tie the flags to the device and to the checkpoint given."""
 import os
 import random
+from typing import NamedTuple
 
 import torch
 
@@ -10,6 +11,26 @@ from .cli import check_flags
 from .data import build_loaders, num_classes
 from .engine import Speed
 from .errors import BSQError
+from .rundir import check_run
+
+
+class Run(NamedTuple):
+    """What a script has once its flags are checked: the device, the speed settings, the two
+    loaders, and the ``--resume`` checkpoint (loaded and checked) or None."""
+    device: torch.device
+    speed: Speed
+    train_loader: object
+    test_loader: object
+    resume: object
+
+
+def prepare(args, writes=True):
+    """Everything before a script's work, in an order that fails early: the output folder and a
+    ``--resume`` (checked, nothing written; ``writes``), the seed and the device, the speed
+    settings, the data."""
+    resume = check_run(args) if writes else None
+    device = setup(args, resume)
+    return Run(device, speed(args, device), *loaders(args, device), resume)
 
 
 def setup(args, resume=None):
@@ -37,6 +58,8 @@ def setup(args, resume=None):
 def speed(args, device):
     """The run's ``Speed``: CUDA graphs by default on a single GPU (``--no-cuda-graphs`` turns
     them off), the other flags as given."""
+    if not hasattr(args, "cuda_graphs"):  # a script without speed flags: it only evaluates
+        return Speed()
     one_gpu = device.type == "cuda" and distributed.world()[1] == 1
     if args.cuda_graphs and not one_gpu:
         raise BSQError(f"--cuda-graphs needs a single CUDA GPU, and this run has "

@@ -6,24 +6,11 @@ last value): a 1-2 epoch budget, a tiny generated dataset, a fixed seed.
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(cwd, script, args, expect=0):
-    proc = subprocess.run([sys.executable, os.path.join(REPO, script), *args.split()], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == expect, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return proc
-
-
-def figures(proc):
-    """The JSON object on the last stdout line."""
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+from helpers import last_json as figures
+from helpers import run_script as run
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +35,8 @@ def pipeline(tmp_path_factory, cifar10_root):
         f"--act 4 --bin --evaluate {small}")))
     out["finetune"] = figures(run(cwd, "cifar_finetune.py", (
         "-a resnet --depth 20 --epochs 300 --lr 0.01 --schedule 150 250 --gamma 0.1 --wd 1e-4 "
-        "--model checkpoints/cifar10/xxx/checkpoint.pth.tar --checkpoint checkpoints/cifar10/xxx-ft "
+        "--model checkpoints/cifar10/xxx/checkpoint.pth.tar "
+        "--checkpoint checkpoints/cifar10/xxx-ft "
         f"--Nbits 8 --act 4 --bin --epochs 1 {small}")))
     out["mp"] = figures(run(cwd, "convert.py", (
         "-a resnet --depth 20 --model checkpoints/cifar10/resnet-20/model_best.pth.tar --dict "

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from models import resnet
-from utils.engine import evaluate, make_eval_step, make_step, train_one_epoch
 from utils.cudagraphs import CUDAGraphStep
+from utils.engine import evaluate, make_eval_step, make_step, train_one_epoch
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 

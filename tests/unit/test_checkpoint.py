@@ -4,9 +4,10 @@ import os
 import pytest
 import torch
 
+from helpers import malicious_checkpoint
 from models import resnet
-from utils.checkpoint import (CheckpointError, checkpoint_state, load_checkpoint,
-                              load_model_state, save_checkpoint)
+from utils.checkpoint import (CheckpointError, checkpoint_state, load_checkpoint, load_model_state,
+                              save_checkpoint)
 
 
 @pytest.fixture
@@ -90,12 +91,8 @@ def test_our_checkpoint_round_trips(form, images, tmp_path):
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
 
-    class Payload:
-        def __reduce__(self):
-            return exec, (f"open({str(marker)!r}, 'w').write('ran')",)
-
     path = tmp_path / "evil.pth.tar"
-    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "extra": Payload()}, path)
+    malicious_checkpoint(path, marker)
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(path)
     assert not marker.exists()

@@ -1,10 +1,9 @@
 """torchrun with two CPU processes (gloo): BSQ with re-quantizations inside the run."""
-import json
 import os
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import REPO, last_json, run_script
 
 
 def test_torchrun_two_ranks_stay_identical(tmp_path, cifar10_root):
@@ -17,17 +16,13 @@ def test_torchrun_two_ranks_stay_identical(tmp_path, cifar10_root):
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
-    figures = json.loads(lines[-1])
+    figures = last_json(proc)
     assert figures["comp"] > 4.0  # some re-quantization inside the run dropped bits
     # fit() gathers every rank's parameters, buffers and scheme after each re-quantization and
     # at the end, and compares them bit for bit; rank 0 reports it.
     checks = [line for line in lines if "2 ranks hold bit-identical models" in line]
     assert len(checks) == 3 + 1
     assert sum(line.startswith("epoch ") for line in lines) == 3  # rank 0 alone logs
-    single = subprocess.run(
-        [sys.executable, os.path.join(REPO, "cifar_finetune.py"), *common.split(), "--model",
-         "ddp/checkpoint.pth.tar", "--bin", "--evaluate"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr[-2000:]
-    evaluated = json.loads(single.stdout.strip().splitlines()[-1])
+    evaluated = last_json(run_script(tmp_path, "cifar_finetune.py", f"{common} --model "
+                                     "ddp/checkpoint.pth.tar --bin --evaluate"))
     assert evaluated["acc"] == figures["acc"] and evaluated["scheme"] == figures["scheme"]

@@ -1,5 +1,5 @@
-"""Files laid out as the original release writes them load, evaluate, convert, finetune and
-resume here, and compute exactly what the same weights in our own layout compute.
+"""Files laid out as the original release writes them (``helpers.release_layout``) load here
+and compute exactly what the same weights in our own layout compute; what does not fit is named.
 
 The release's layout: keys prefixed ``module.``, 0-dim ``scale``/``biasscale``, an ``Nbit_dict``
 that may list the shortcut convs (older versions) and in bits form never says 0 (an all-zero
@@ -11,38 +11,14 @@ import re
 
 import pytest
 import torch
+from helpers import REPO, model_in, release_layout
 
-from helpers import REPO, last_json, mixed_model, run_script
 from models import resnet
-from utils.checkpoint import CheckpointError, checkpoint_state, load_checkpoint, \
-    load_model_state, save_checkpoint
-from utils.data import build_loaders
-from utils.engine import evaluate
+from utils.checkpoint import (CheckpointError, checkpoint_state, load_checkpoint, load_model_state,
+                              save_checkpoint)
 
-SHORTCUTS = ("layer2.0.downsample.0", "layer3.0.downsample.0")
 RELEASE_DIR = os.environ.get("BSQ_RELEASE_CHECKPOINTS",
                              os.path.join(REPO, "..", "shared", "reference", "release-checkpoints"))
-
-
-def release_layout(model, optimizer=None, epoch=1, scale_shape=()):
-    """The checkpoint dict the release would write for ``model``."""
-    state = {f"module.{k}": v.reshape(scale_shape) if k.endswith("scale") else v
-             for k, v in model.state_dict().items()}
-    optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    ckpt = {"epoch": epoch, "state_dict": state, "acc": 10.0, "best_acc": 10.0,
-            "optimizer": optimizer.state_dict()}
-    if model.form == "bits":
-        ckpt["Nbit_dict"] = {k: [max(v[0], 1), v[1]] for k, v in model.scheme().items()}
-    elif model.form == "finetune":
-        ckpt["Nbit_dict"] = model.scheme()
-    if "Nbit_dict" in ckpt:
-        ckpt["Nbit_dict"].update({name: [8, 0] for name in SHORTCUTS})
-    return ckpt
-
-
-def model_in(form):
-    model = mixed_model(form="finetune" if form == "finetune" else "bits")
-    return (model.to_float_() if form == "float" else model).eval()
 
 
 @pytest.fixture
@@ -95,7 +71,8 @@ def test_a_file_that_does_not_fit_names_the_tensor_and_both_shapes(tmp_path):
     cases = []
     ckpt = release_layout(model)
     ckpt["Nbit_dict"]["layer1.0.conv2"] = [6, 0]
-    cases.append((ckpt, "layer1.0.conv2.pweight: file (16, 16, 3, 3, 8) vs model (16, 16, 3, 3, 6)"))
+    cases.append((ckpt, "layer1.0.conv2.pweight: file (16, 16, 3, 3, 8) vs model "
+                        "(16, 16, 3, 3, 6)"))
     ckpt = release_layout(model)
     ckpt["state_dict"]["module.conv1.scale"] = torch.ones(2)
     cases.append((ckpt, "conv1.scale: file (2,) vs model ()"))
@@ -109,60 +86,6 @@ def test_a_file_that_does_not_fit_names_the_tensor_and_both_shapes(tmp_path):
         torch.save(ckpt, tmp_path / f"{i}.pth.tar")
         with pytest.raises(CheckpointError, match=re.escape(words)):
             load_model_state(resnet(depth=8), load_checkpoint(tmp_path / f"{i}.pth.tar"))
-
-
-@pytest.fixture(scope="module")
-def release_files(tmp_path_factory, cifar10_root):
-    """Release-layout files in all three forms; the bit one carries momentum (a real step)."""
-    folder = tmp_path_factory.mktemp("release")
-    bits = model_in("bits").train()
-    optimizer = torch.optim.SGD(bits.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    bits(torch.randn(4, 3, 32, 32)).sum().backward()
-    optimizer.step()
-    bits.eval()
-    torch.save(release_layout(bits, optimizer), folder / "bits.pth.tar")
-    for form in ("finetune", "float"):
-        torch.save(release_layout(model_in(form)), folder / f"{form}.pth.tar")
-    test_loader = build_loaders("cifar10", cifar10_root, 128, 100, "cpu")[1]
-    return folder, f"--depth 8 --data-root {cifar10_root}", test_loader
-
-
-@pytest.mark.parametrize("form", ["bits", "finetune"])
-def test_scripts_evaluate_release_files(release_files, form):
-    folder, common, test_loader = release_files
-    path = folder / f"{form}.pth.tar"
-    fig = last_json(run_script(folder, "cifar_finetune.py", f"{common} --bin --evaluate --model {path}"))
-    model = load_model_state(resnet(depth=8), load_checkpoint(path))
-    assert fig["acc"] == evaluate(model, test_loader)["acc"]
-
-
-def test_convert_takes_a_release_float_model_and_a_release_scheme(release_files):
-    folder, common, _ = release_files
-    fig = last_json(run_script(folder, "convert.py", f"{common} --model float.pth.tar --dict "
-                               "bits.pth.tar --checkpoint converted"))
-    scheme = {k: v for k, v in release_layout(model_in("bits"))["Nbit_dict"].items()
-              if k not in SHORTCUTS}
-    expected = load_model_state(resnet(depth=8), load_checkpoint(folder / "float.pth.tar"))
-    expected.to_bits_(scheme)
-    converted = load_checkpoint(folder / "converted" / "model_best.pth.tar")
-    assert fig["scheme"] == expected.scheme()
-    for key, value in expected.state_dict().items():
-        assert torch.equal(converted["state_dict"][key], value), key
-
-
-def test_finetune_and_resume_from_a_release_bit_file(release_files):
-    folder, common, _ = release_files
-    fig = last_json(run_script(folder, "cifar_finetune.py", f"{common} --bin --model "
-                               "bits.pth.tar --epochs 1 --checkpoint ft"))
-    best = load_model_state(resnet(depth=8), load_checkpoint(folder / "ft" / "best_bin.pth.tar"))
-    assert best.scheme() == fig["scheme"] == model_in("bits").scheme()
-    # The file is at epoch 1 of 2 and no re-quantization falls on epoch 1: its momentum is used.
-    run_script(folder, "cifar_prune_STE.py", f"{common} --bin --L1 --resume bits.pth.tar "
-               "--epochs 2 --Prun_Int 2 --checkpoint resumed")
-    resumed = load_checkpoint(folder / "resumed" / "checkpoint.pth.tar")
-    assert resumed["epoch"] == 2
-    rows = (folder / "resumed" / "log.txt").read_text().splitlines()
-    assert [r.split("\t")[0] for r in rows] == ["epoch", "2"]
 
 
 @pytest.mark.skipif(not os.path.isdir(RELEASE_DIR), reason="the release's own checkpoints are not "

@@ -2,15 +2,15 @@
 
 The reference (``release_arith``) sums planes, quantizes weights and activations, builds the
 regularizer and adds it in the release's operation order; SGD with momentum and weight decay;
-then clamps the bit tensors to [0, 2] (only those: README, deviation 1). The release's SGD loops over
-the tensors one by one; ours uses the multi-tensor kernels, which must give the same numbers.
+then clamps the bit tensors to [0, 2] (only those: README, deviation 1). The release's SGD loops
+over the tensors one by one; ours uses the multi-tensor kernels, which must give the same numbers.
 """
 import copy
 
+import release_arith as release
 import torch
 import torch.nn.functional as F
 
-import release_arith as release
 from models import resnet
 from utils.engine import make_optimizer, make_step
 

@@ -1,8 +1,8 @@
 """The straight-through estimators: forward formulas and the gradients they pass."""
 import pytest
+import release_arith as release
 import torch
 
-import release_arith as release
 from models import BitLinear
 from utils.bits import plane_value, plane_weights
 from utils.ste import ActQuant, PACTClip, WeightQuant
@@ -63,10 +63,12 @@ def act_inputs(nbits, seed):
     an all-equal tensor and an all-zero one."""
     g = torch.Generator().manual_seed(seed)
     step = 2 ** nbits - 1
-    ties = torch.cat([torch.arange(step) + 0.5, torch.tensor([float(step)])])  # max = step: x k / S = m + 1/2
+    # with the maximum S = k in the tensor, x = m + 1/2 gives x k / S = m + 1/2 exactly: a tie
+    ties = torch.cat([torch.arange(step) + 0.5, torch.tensor([float(step)])])
     near = torch.cat([ties, ties.nextafter(torch.tensor(-1.0)), torch.tensor([float(step)])])
-    return [torch.relu(torch.randn(4, 8, 5, 5, generator=g)) * scale for scale in (1e-3, 1.0, 6.0)] \
-        + [torch.randn(300, generator=g) * 3, ties, near, torch.full((7,), 0.3), torch.zeros(5)]
+    randoms = [torch.relu(torch.randn(4, 8, 5, 5, generator=g)) * s for s in (1e-3, 1.0, 6.0)]
+    return randoms + [torch.randn(300, generator=g) * 3, ties, near, torch.full((7,), 0.3),
+                      torch.zeros(5)]
 
 
 @pytest.mark.parametrize("nbits", range(1, 9))

@@ -9,15 +9,13 @@ import contextlib
 import importlib
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from cifar_fixture import make_cifar
+from helpers import run_script
 
 import sweep
-from cifar_fixture import make_cifar
-from helpers import REPO
 from utils.errors import run_main
 
 ALPHA = 20.0  # strong enough to empty planes in one epoch of the tiny dataset
@@ -127,10 +125,9 @@ def test_jobs_run_ready_stages_at_once(tmp_path, swept):
     ends, and the table is complete."""
     out, _, data_root = swept
     float_model = out / "float" / "model_best.pth.tar"
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "sweep.py"), *sweep_args(
+    proc = run_script(tmp_path, "sweep.py", sweep_args(
         tmp_path / "jobs", data_root, "--decays", "20", "40", "--float-model", str(float_model),
-        "--jobs", "2", "--manualSeed", "0")], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+        "--jobs", "2", "--manualSeed", "0"))
     events = [line.split(":")[0] for line in proc.stdout.splitlines() if line.startswith("[sweep]")]
     starts = [i for i, e in enumerate(events) if e.endswith("BSQ")]
     assert len(starts) == 4 and starts[1] == starts[0] + 1  # started, started, ended, ended

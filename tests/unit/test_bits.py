@@ -1,10 +1,11 @@
 """Float <-> bits conversions, re-quantization and plane dropping (docs/method.md, steps 1-2)."""
 import numpy as np
 import pytest
-import torch
-from hypothesis import given, settings, strategies as st
-
 import release_arith as release
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from models import BitConv2d, BitLinear
 from utils.bits import encode, plane_value, requantize
 
@@ -49,8 +50,9 @@ def test_linear_quantizes_weight_and_bias_separately():
     assert fc.precision() == [5, 3]
     assert fc.pbias.shape == (3, 3) and fc.biasscale.item() == b.abs().max().item()
     fc.to_float_()
-    torch.testing.assert_close(fc.weight.double(), symmetric_quantization(w, 5), rtol=4 * FP32_EPS, atol=0)
-    torch.testing.assert_close(fc.bias.double(), symmetric_quantization(b, 3), rtol=4 * FP32_EPS, atol=0)
+    for tensor, original, nbits in ((fc.weight, w, 5), (fc.bias, b, 3)):
+        torch.testing.assert_close(tensor.double(), symmetric_quantization(original, nbits),
+                                   rtol=4 * FP32_EPS, atol=0)
 
 
 @given(st.integers(1, 8), st.lists(st.integers(-255, 255), min_size=1, max_size=40))

@@ -1,24 +1,12 @@
 """A run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run (CPU)."""
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
 
+from helpers import run_script as run
 from utils.checkpoint import load_checkpoint
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAULTS = os.path.join(REPO, "tests", "faults.py")
-
-
-def run(cwd, script, args, faults=(), expect=0):
-    cmd = [sys.executable, FAULTS, *faults] if faults else [sys.executable]
-    proc = subprocess.run([*cmd, os.path.join(REPO, script), *args.split()], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == expect, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return proc
 
 
 def assert_same_model(a, b):
@@ -57,14 +45,14 @@ def uninterrupted(start):
 
 
 @pytest.mark.parametrize("name,faults", [
-    ("mid_interval", ("--kill-epoch", "2", "--kill-step", "2")),  # inside the first Prun_Int interval
+    ("mid_interval", ("--kill-epoch", "2", "--kill-step", "2")),  # in the first Prun_Int interval
     ("late_interval", ("--kill-epoch", "4", "--kill-step", "1")),  # after the re-quantization at 2
     ("during_save", ("--kill-save", "5")),  # tearing a checkpoint write in epoch 2 or 3
 ])
 def test_bsq_resume_after_sigkill_is_bit_identical(uninterrupted, name, faults):
     cwd, common = uninterrupted
     folder = f"killed_{name}"
-    run(cwd, "cifar_prune_STE.py", f"{common} {BSQ} --checkpoint {folder}", faults,
+    run(cwd, "cifar_prune_STE.py", f"{common} {BSQ} --checkpoint {folder}", faults=faults,
         expect=-signal.SIGKILL)
     survivor = load_checkpoint(os.path.join(cwd, folder, "checkpoint.pth.tar"))  # still loadable
     assert survivor["epoch"] < 4
@@ -80,13 +68,14 @@ def test_bsq_resume_after_sigkill_is_bit_identical(uninterrupted, name, faults):
 FT = "--epochs 3 --lr 0.01 --schedule 2 --bin --model straight/checkpoint.pth.tar"
 
 
-@pytest.mark.parametrize("faults", [("--kill-epoch", "2", "--kill-step", "1"), ("--kill-save", "3")])
+@pytest.mark.parametrize("faults", [("--kill-epoch", "2", "--kill-step", "1"),
+                                    ("--kill-save", "3")])
 def test_finetune_resume_after_sigkill_is_bit_identical(uninterrupted, faults):
     cwd, common = uninterrupted
     folder = f"ft_killed_{faults[0].strip('-')}"
     if not os.path.exists(os.path.join(cwd, "ft_straight")):
         run(cwd, "cifar_finetune.py", f"{common} {FT} --checkpoint ft_straight")
-    run(cwd, "cifar_finetune.py", f"{common} {FT} --checkpoint {folder}", faults,
+    run(cwd, "cifar_finetune.py", f"{common} {FT} --checkpoint {folder}", faults=faults,
         expect=-signal.SIGKILL)
     run(cwd, "cifar_finetune.py",
         f"{common} {FT} --checkpoint {folder} --resume {folder}/checkpoint.pth.tar")

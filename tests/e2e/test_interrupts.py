@@ -11,8 +11,8 @@ import sys
 import time
 
 import pytest
-
 from helpers import REPO, run_script
+
 from utils.checkpoint import load_checkpoint
 from utils.files import FILE_MODE
 
@@ -82,10 +82,8 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, cifar10
         proc = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", inner],
                               capture_output=True, text=True, timeout=600)
     else:
-        proc = subprocess.run([sys.executable, os.path.join(REPO, "tests", "faults.py"),
-                               "--disk-full-at-write", "2", script, *common.split(),
-                               "--checkpoint", "run"], cwd=out, capture_output=True, text=True,
-                              timeout=600)
+        proc = run_script(out, "cifar_prune_STE.py", f"{common} --checkpoint run", expect=2,
+                          faults=("--disk-full-at-write", "2"))
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and "No space left on device" in lines[0], lines

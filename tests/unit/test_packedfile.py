@@ -1,22 +1,16 @@
-"""The packed export: bit packing, its exact size, and a rebuild that computes identical logits."""
-import json
+"""The packed file: bit packing, its exact size, its checksum, and a rebuild that computes
+identical logits."""
 import math
 import os
-import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from helpers import mixed_model
 
-import export
-from helpers import REPO, mixed_model
-from models.packed import export_model, load_packed, packed_tensors, sizes
-from utils.checkpoint import checkpoint_state, save_checkpoint
-from utils.errors import BSQError
-from utils.export import (PREFIX, PackedFileError, pack_bits, quantized_bytes, read_packed,
-                          unpack_bits, write_packed)
+from models.packed import pack, packed_tensors, sizes, unpack
+from utils.packedfile import (PREFIX, PackedFileError, pack_bits, quantized_bytes, read_packed,
+                              unpack_bits, write_packed)
 
 
 @pytest.mark.parametrize("nbits", range(1, 9))
@@ -33,8 +27,8 @@ def test_bit_packing_round_trips_at_its_exact_size(nbits):
 def test_rebuild_gives_identical_logits(tmp_path, act, form, continuous):
     model = mixed_model(act, form, continuous).eval()
     path = str(tmp_path / "model.bsq")
-    export_model(model, path)
-    rebuilt, header = load_packed(path)
+    pack(model, path)
+    rebuilt, header = unpack(path)
     rebuilt.eval()
     x = torch.randn(8, 3, 32, 32)
     with torch.no_grad():
@@ -49,7 +43,7 @@ def test_rebuild_gives_identical_logits(tmp_path, act, form, continuous):
 def test_file_size_is_the_bits_rounded_to_bytes_plus_the_header(tmp_path):
     model = mixed_model()
     path = str(tmp_path / "model.bsq")
-    header = export_model(model, path)
+    header = pack(model, path)
     layers = [(numel, nbits) for _, m in model.quant_layers() for numel, nbits in m.sizes()]
     magnitudes = sum(math.ceil(numel * nbits / 8) for numel, nbits in layers)
     signs = sum(math.ceil(numel / 8) for numel, nbits in layers if nbits)
@@ -79,51 +73,16 @@ def test_damaged_files_are_refused(tmp_path):
     assert quantized["t"][1] == 2 and torch.equal(quantized["t"][2], torch.tensor(0.5))
     assert torch.equal(floats["f"], torch.arange(3.0))
     data = open(path, "rb").read()
-    for name, content in (("short.bsq", data[:-3]), ("foreign.bsq", b"PK\x03\x04" + data[4:])):
+    flipped = bytearray(data)
+    flipped[-1] ^= 0x10  # one bit of the payload
+    for name, content, words in (("short.bsq", data[:-3], "CRC-32"),
+                                 ("flipped.bsq", bytes(flipped), "CRC-32"),
+                                 ("foreign.bsq", b"PK\x03\x04" + data[4:], "magic")):
         with open(tmp_path / name, "wb") as f:
             f.write(content)
-        with pytest.raises(PackedFileError):
+        with pytest.raises(PackedFileError, match=words):
             read_packed(str(tmp_path / name))
     with pytest.raises(PackedFileError):
         read_packed(str(tmp_path / "missing.bsq"))
     with pytest.raises(ValueError):
         write_packed(path, {}, [("t", torch.tensor([4]), 2, torch.tensor(1.0))], {})
-
-
-def test_export_script_bad_flags_are_one_line_errors(tmp_path):
-    parser = export.get_args_parser()
-    with pytest.raises(BSQError, match="--export needs --model"):
-        export.main(parser.parse_args(["--export", str(tmp_path / "m.bsq")]))
-    with pytest.raises(BSQError, match="either"):
-        export.main(parser.parse_args([]))
-    float_ckpt = str(tmp_path / "float.pth.tar")
-    save_checkpoint(checkpoint_state(mixed_model().to_float_()), float_ckpt)
-    with pytest.raises(BSQError, match="float model"):
-        export.main(parser.parse_args(["--depth", "8", "--model", float_ckpt, "--export",
-                                       str(tmp_path / "m.bsq")]))
-
-
-def test_export_script_loads_a_packed_file(tmp_path, capsys):
-    model = mixed_model()
-    path = str(tmp_path / "model.bsq")
-    export_model(model, path)
-    fig = export.main(export.get_args_parser().parse_args(["--load", path]))
-    assert fig["file_bytes"] == os.path.getsize(path) and fig["scheme"] == model.scheme()
-    assert fig["comp"] == round(model.compression(), 4) and fig["acc"] is None
-    assert re.search(rf"\n  file +{fig['file_bytes']} bytes\n", capsys.readouterr().out)
-
-
-def test_export_script_evaluates_to_the_checkpoints_accuracy(tmp_path, cifar10_root):
-    ckpt = str(tmp_path / "bsq.pth.tar")
-    save_checkpoint(checkpoint_state(mixed_model(continuous=True), acc=12.0), ckpt)
-    packed = str(tmp_path / "out" / "model.bsq")
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "export.py"), "--depth", "8",
-                           "--model", ckpt, "--export", packed, "--evaluate", "--data-root",
-                           cifar10_root], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # tiny model, shared CPU
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    fig = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert fig["acc"] == fig["checkpoint_acc"] is not None
-    assert fig["file_bytes"] == os.path.getsize(packed)
-    assert fig["fp32_ratio"] == round(fig["fp32_bytes"] / fig["file_bytes"], 4)
-    assert f"{fig['file_bytes']} bytes" in proc.stdout

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cifar_fixture import make_cifar
 
 import utils.data as data
-from cifar_fixture import make_cifar
-from utils.data import (MEAN, STD, DataError, DeviceLoader, build_loaders, load_cifar,
-                        num_classes, torchvision_loaders)
+from utils.data import (MEAN, STD, DataError, DeviceLoader, build_loaders, load_cifar, num_classes,
+                        torchvision_loaders)
 
 LAYOUTS = {  # dataset: (folder, train files, test files, label key)
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],

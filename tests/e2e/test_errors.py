@@ -12,19 +12,17 @@ import io
 import os
 import pickle
 import shutil
-import subprocess
-import sys
 import warnings
 
 import pytest
 import torch
+from helpers import malicious_checkpoint, run_script
 
-from helpers import REPO
 from models import resnet
 from utils.checkpoint import checkpoint_state, save_checkpoint
 from utils.epochlog import COLUMNS
 from utils.errors import run_main
-from utils.export import PREFIX
+from utils.packedfile import PREFIX
 
 WRITE = "--checkpoint protected --overwrite"  # validation must precede any write, even so
 
@@ -57,13 +55,7 @@ def world(tmp_path_factory, cifar10_root):
     (root / "half.pth.tar").write_bytes(good[: len(good) // 2])
     with open(root / "raw.pth.tar", "wb") as f:
         pickle.dump({"state_dict": {"conv1.weight": [0.0]}}, f)
-
-    class Payload:
-        def __reduce__(self):
-            return exec, (f"open({str(root / 'pwned')!r}, 'w').write('ran')",)
-
-    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "x": Payload()},
-               root / "poison.pth.tar")
+    malicious_checkpoint(root / "poison.pth.tar", root / "pwned")
     (root / "afile").write_text("")
     (root / "nothing_here").mkdir()
     for name, cut in (("corrupt", 100), ("empty", None)):
@@ -92,8 +84,8 @@ def world(tmp_path_factory, cifar10_root):
             m.running_var.fill_(-1.0)  # finite, but the test pass takes its square root
     _save(negvar, root / "negvar" / "checkpoint.pth.tar")
     exported = root / "model.bsq"
-    from models.packed import export_model
-    export_model(resnet(depth=8).to_bits_(4), str(exported))
+    from models.packed import pack
+    pack(resnet(depth=8).to_bits_(4), str(exported))
     data = bytearray(exported.read_bytes())
     data[PREFIX.size + 100] ^= 0x01  # one flipped bit in the header
     (root / "damaged.bsq").write_bytes(bytes(data))
@@ -237,7 +229,8 @@ def test_bad_input_is_one_clean_line_and_changes_nothing(world, script, args, wo
     assert snapshot(world) == before
 
 
-REAL = ["--model raw.pth.tar --bin --evaluate", f"--model bits8.pth.tar --bin --momentum -1 {WRITE}",
+REAL = ["--model raw.pth.tar --bin --evaluate",
+        f"--model bits8.pth.tar --bin --momentum -1 {WRITE}",
         "--model float8.pth.tar --checkpoint afile/sub", f"--data-root empty {WRITE}",
         "--load damaged.bsq", "protected --out afile/sub"]
 
@@ -247,9 +240,7 @@ REAL = ["--model raw.pth.tar --bin --evaluate", f"--model bits8.pth.tar --bin --
 def test_the_real_interpreter_agrees(world, script, args, words):
     """A few cases as real subprocesses: the same line, and no traceback at exit."""
     before = snapshot(world)
-    proc = subprocess.run([sys.executable, os.path.join(REPO, script),
-                           *command_line(script, args)], cwd=world, capture_output=True,
-                          text=True, timeout=300)
+    proc = run_script(world, script, command_line(script, args), expect=2)
     assert_one_clean_line(proc.returncode, proc.stderr, words)
     assert snapshot(world) == before
 
@@ -278,3 +269,13 @@ def test_os_errors_name_the_path_the_reason_and_the_fix(capsys):
     assert stop.value.code == 2
     assert capsys.readouterr().err == ("error: runs/x/checkpoint.pth.tar: No space left on device: "
                                        "free some disk space or write somewhere else\n")
+
+
+def test_missing_matplotlib_is_one_line_and_nothing_is_drawn(tmp_path, world):
+    blocker = tmp_path / "no_matplotlib"
+    (blocker / "matplotlib").mkdir(parents=True)
+    (blocker / "matplotlib" / "__init__.py").write_text("raise ImportError('blocked')\n")
+    before = snapshot(world)
+    proc = run_script(world, "plots.py", "protected", expect=2, env={"PYTHONPATH": str(blocker)})
+    assert_one_clean_line(proc.returncode, proc.stderr, "pip install matplotlib")
+    assert snapshot(world) == before

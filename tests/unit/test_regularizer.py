@@ -1,9 +1,9 @@
 """The bit-level group Lasso of Eq. 5: by hand, against the release's arithmetic, and its edges."""
 import math
 
+import release_arith as release
 import torch
 
-import release_arith as release
 from models import resnet
 from utils.regularizer import PlaneSquares, bit_group_lasso
 
