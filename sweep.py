@@ -38,8 +38,9 @@ from dataclasses import dataclass
 
 import torch
 
-from utils.cli import (MAX_SEED, RECIPE, Parser, add_data_flags, add_model_flags, add_output_flags,
-                       add_speed_flags, add_threshold_flag, number)
+from utils.cli import (RECIPE, Parser, add_bit_flags, add_data_flags, add_model_flags,
+                       add_output_flags, add_seed_flags, add_speed_flags, add_threshold_flag,
+                       number)
 from utils.console import duration, times
 from utils.errors import BSQError, run_main
 from utils.files import atomic_write, json_text, write_json
@@ -80,11 +81,10 @@ def get_args_parser(add_help=True):
     group.add_argument("--float-model", default="", help="a float checkpoint: skip pretraining")
     group.add_argument("--jobs", type=number(int, 1), default=1,
                        help="stages run at once (spread over the visible GPUs)")
-    group.add_argument("--Nbits", type=number(int, 1, 8), default=8,
-                       help="precision of the BSQ starting point")
-    group.add_argument("--manualSeed", type=number(int, 0, MAX_SEED), default=None,
-                       help="seed of every stage (drawn once when not given)")
+    add_bit_flags(parser, nbits_help="precision of the BSQ starting point")
     add_threshold_flag(parser)
+    add_seed_flags(parser, seed_help="seed of every stage (drawn at the first run when not "
+                                     "given, and kept in --out's seed.txt)")
     add_model_flags(parser)
     add_data_flags(parser)
     add_speed_flags(parser)
@@ -107,6 +107,8 @@ def training_flags(args):
     """What every training stage gets besides its schedule: model, data, seed, speed, progress."""
     flags = model_flags(args) + data_flags(args) + ["--manualSeed", str(args.manualSeed),
                                                     "--progress", str(args.progress)]
+    if args.deterministic:
+        flags.append("--deterministic")
     if args.cuda_graphs is not None:
         flags.append("--cuda-graphs" if args.cuda_graphs else "--no-cuda-graphs")
     return flags + [f for f in SPEED_FLAGS if getattr(args, f[2:].replace("-", "_"))]

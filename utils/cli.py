@@ -175,10 +175,11 @@ def add_overwrite_flag(parser, help):
     parser.group("run").add_argument("--overwrite", action="store_true", help=help)
 
 
-def add_seed_flags(parser):
+def add_seed_flags(parser, seed_help="random seed (drawn when not given; --resume reuses the "
+                                      "run's)"):
     group = parser.group("run")
     group.add_argument("--manualSeed", type=number(int, 0, MAX_SEED), default=None,
-                       help="random seed (drawn when not given; --resume reuses the run's)")
+                       help=seed_help)
     group.add_argument("--deterministic", action="store_true",
                        help="deterministic kernels: bit-identical reruns on the CPU, "
                             "deterministic cuDNN/cuBLAS kernels on CUDA")

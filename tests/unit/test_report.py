@@ -4,25 +4,14 @@ import math
 import os
 
 import pytest
-import torch
 
-from models import build_model
+from helpers import mixed_model
 from utils.report import scheme_dict, scheme_report, write_scheme_json
-
-
-def mixed_model(form="bits"):
-    """A ResNet-8 at precisions 0..6 per layer, an 8-bit classifier with a 3-bit bias."""
-    torch.manual_seed(0)
-    model = build_model(depth=8)
-    scheme = {name: [i % 7, 0] for i, (name, _) in enumerate(model.quant_layers())}
-    scheme["fc"] = [8, 3]
-    model.to_bits_(scheme)
-    return model.to_finetune_() if form == "finetune" else model
 
 
 @pytest.mark.parametrize("form", ["bits", "finetune", "float"])
 def test_totals_are_the_models_accounting(form):
-    model = mixed_model("bits" if form == "float" else form)
+    model = mixed_model(form="bits" if form == "float" else form)
     if form == "float":
         model.to_float_()
     report = scheme_dict(model, acc=12.5)
@@ -49,7 +38,7 @@ def test_ones_per_plane_msb_first():
     assert row["ones"] == pytest.approx(expected)
     zero = next(r for r in report["layers"] if r["bits"] == 0)
     assert zero["ones"] == [] and zero["share"] == 0.0
-    assert all(r["ones"] is None for r in scheme_dict(mixed_model("finetune"))["layers"])
+    assert all(r["ones"] is None for r in scheme_dict(mixed_model(form="finetune"))["layers"])
 
 
 def test_text_report_has_every_tensor_and_the_totals():
