@@ -214,14 +214,16 @@ class Running:
         self.process = launch(command, env, self.out, self.err)
 
     def status(self):
-        """The stage's latest progress or epoch line (they carry the epoch and the time left)."""
-        lines = []
+        """The stage's latest progress line (stderr) or epoch line (stdout), whichever file was
+        written last: both carry the epoch and the time left."""
+        latest, newest = "starting", -1
         for f in (self.out, self.err):
             with open(f.name) as log:
-                lines += [line.strip() for line in log if line.startswith("epoch ")]
-        latest = lines[-1] if lines else "starting"
-        return f"[sweep] {self.stage.name} ({duration(time.monotonic() - self.start)}): {latest} " \
-               f"(log {self.out.name})"
+                lines = [line.strip() for line in log if line.startswith("epoch ")]
+            if lines and os.stat(f.name).st_mtime_ns > newest:
+                latest, newest = lines[-1], os.stat(f.name).st_mtime_ns
+        return (f"[sweep] {self.stage.name} ({duration(time.monotonic() - self.start)}): "
+                f"{latest} (log {self.out.name})")
 
     def result(self):
         """The stage's final JSON line, with its command and wall time; raises StageFailed."""

@@ -188,3 +188,19 @@ def test_sweep_draws_the_tradeoff(swept):
     assert figures["plot"] == str(out / "tradeoff.png")
     assert (out / "tradeoff.png").read_bytes().startswith(b"\x89PNG")
     assert "![accuracy vs compression](tradeoff.png)" in (out / "sweep.md").read_text()
+
+
+def test_the_status_line_shows_a_stages_latest_epoch_and_its_log(tmp_path, monkeypatch):
+    def launch(command, env, stdout, stderr):
+        stdout.write("epoch   1/3  lr 0.1  ...  elapsed 12s  eta 24s\n")
+        stderr.write("epoch 2/3 step 50/391  loss 1.2345 acc 55.00%  elapsed 17s  eta 20s\n")
+        stdout.flush(), stderr.flush()
+        return Finished(None)  # still running
+
+    monkeypatch.setattr(sweep, "launch", launch)
+    run = sweep.Running(sweep.Stage("alpha 0.1 BSQ", "cifar_prune_STE.py", [],
+                                    str(tmp_path / "bsq")), slot=0, gpu=None)
+    line = run.status()
+    assert line.startswith("[sweep] alpha 0.1 BSQ (")
+    assert "epoch 2/3 step 50/391" in line and "eta 20s" in line
+    assert line.endswith(f"(log {tmp_path / 'bsq' / 'stdout.txt'})")

@@ -121,3 +121,26 @@ def test_cuda_graph_replay_trains_exactly_like_eager(form, decay):
     finally:
         torch.backends.cudnn.deterministic = False
     assert step.graph is not None and step.captured_key == [0.01]
+
+
+class FailingCapture(StandInGraphStep):
+    """A capture that fails, as one that meets a host sync or an uncapturable kernel would."""
+
+    def _record(self, fn):
+        self.records += 1
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+
+def test_a_failed_capture_warns_once_and_trains_eagerly(capsys):
+    eager, graphed = model_in("bits"), model_in("bits")
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (eager, graphed)]
+    plain = make_step(eager, opts[0], 0.01)
+    step = FailingCapture(make_step(graphed, opts[1], 0.01), lambda: [])
+    data = batches(5 * 8, 8, seed=3)
+    assert train_one_epoch(eager, data, plain) == train_one_epoch(graphed, data, step)
+    assert step.records == 1 and step.eager  # tried once, then eager for good
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "CUDA graph capture failed" in lines[0]
+    assert "--no-cuda-graphs" in lines[0]
+    for (name, p), q in zip(eager.state_dict().items(), graphed.state_dict().values()):
+        assert torch.equal(p, q), name
