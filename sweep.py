@@ -220,7 +220,7 @@ class Running:
         for f in (self.out, self.err):
             with open(f.name) as log:
                 lines = [line.strip() for line in log if line.startswith("epoch ")]
-            if lines and os.stat(f.name).st_mtime_ns > newest:
+            if lines and os.stat(f.name).st_mtime_ns >= newest:  # a tie: the progress line
                 latest, newest = lines[-1], os.stat(f.name).st_mtime_ns
         return (f"[sweep] {self.stage.name} ({duration(time.monotonic() - self.start)}): "
                 f"{latest} (log {self.out.name})")

@@ -195,6 +195,8 @@ def test_the_status_line_shows_a_stages_latest_epoch_and_its_log(tmp_path, monke
         stdout.write("epoch   1/3  lr 0.1  ...  elapsed 12s  eta 24s\n")
         stderr.write("epoch 2/3 step 50/391  loss 1.2345 acc 55.00%  elapsed 17s  eta 20s\n")
         stdout.flush(), stderr.flush()
+        os.utime(stdout.name, ns=(10 ** 18, 10 ** 18))
+        os.utime(stderr.name, ns=(2 * 10 ** 18, 2 * 10 ** 18))  # the progress line is newer
         return Finished(None)  # still running
 
     monkeypatch.setattr(sweep, "launch", launch)
