@@ -19,9 +19,12 @@ from utils.files import FILE_MODE
 BSQ = "--depth 8 --bin --L1 --Prun_Int 2 --train-batch 16 --manualSeed 1 --progress 0"
 
 
-def start(cwd, script, args, prefix=()):
-    return subprocess.Popen([*prefix, sys.executable, os.path.join(REPO, script), *args.split()],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start(cwd, script, args):
+    """The script in the background. SIGINT gets its default action back in the child: a shell
+    starts background jobs with SIGINT ignored, and Python then leaves it ignored."""
+    return subprocess.Popen([sys.executable, os.path.join(REPO, script), *args.split()], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(path, process, timeout=180):
