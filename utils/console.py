@@ -27,13 +27,14 @@ class Progress:
     On a terminal a progress bar; otherwise (a cluster job, ``nohup``, CI) one plain line every
     ``every`` seconds (0: none). ``begin(epoch, steps)``, ``tick(step, read)`` after each step,
     ``end()`` after the epoch; ``read()`` returns the running (loss, accuracy) and is called only
-    when a line or the bar's figures are due, since it may wait for the device.
+    when a line or the bar's figures are due, since it may wait for the device. ``quiet``
+    (the other ranks under torchrun) shows nothing but still keeps the time.
     """
 
-    def __init__(self, epochs, first_epoch=0, every=60.0, stream=None):
+    def __init__(self, epochs, first_epoch=0, every=60.0, stream=None, quiet=False):
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.epochs, self.first_epoch, self.every = epochs, first_epoch, every
+        self.tty = self.stream.isatty() and not quiet
+        self.epochs, self.first_epoch, self.every = epochs, first_epoch, 0 if quiet else every
         self.start = time.monotonic()
         self.epoch = self.steps = self.epoch_start = self.last = None
         self.bar = None

@@ -77,7 +77,8 @@ def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), de
         start_epoch, best_acc = resume.get("epoch") or 0, resume.get("best_acc") or 0.0
     train_step, test_step = build_steps(model, optimizer, device, speed, decay)
     log = EpochLog(os.path.join(folder, "log.txt"), start_epoch if resume is not None else None)
-    progress = Progress(schedule.epochs, start_epoch, progress_every)
+    progress = Progress(schedule.epochs, start_epoch, progress_every,
+                        quiet=not distributed.is_main())
     test = {"acc": None}
     for epoch in range(start_epoch, schedule.epochs):
         if before_epoch is not None and before_epoch(epoch):
