@@ -26,8 +26,8 @@ class NonFiniteLoss(BSQError):
 
 @dataclass(frozen=True)
 class Speed:
-    """How the steps run; none of these changes what is computed, except ``amp`` and
-    ``compile`` (fused kernels), within fp32 rounding. ``cuda_graphs`` needs one CUDA GPU."""
+    """How the steps run. ``cuda_graphs`` (one CUDA GPU) replays the eager kernels: the same
+    results; ``amp``, ``channels_last`` and ``compile`` may round differently in fp32."""
     amp: bool = False
     channels_last: bool = False
     compile: bool = False

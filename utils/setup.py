@@ -25,21 +25,21 @@ class Run(NamedTuple):
 
 
 def prepare(args, writes=True):
-    """Everything before a script's work, in an order that fails early: the output folder and a
-    ``--resume`` (checked, nothing written; ``writes``), the seed and the device, the speed
-    settings, the data."""
+    """Everything before a script's work, in an order that fails early: the rules between flags,
+    the output folder and a ``--resume`` (checked, nothing written; ``writes``), the seed and the
+    device, the speed settings, the data."""
+    check_flags(args)
     resume = check_run(args) if writes else None
     device = setup(args, resume)
     return Run(device, speed(args, device), *loaders(args, device), resume)
 
 
 def setup(args, resume=None):
-    """Check the flags, seed the generators, pick the device (joining torchrun); returns it.
+    """Seed the generators, pick the device (joining torchrun); returns it.
 
     ``args.manualSeed`` becomes the seed used, so that checkpoints record it: the flag's, else
     the resumed run's (``resume``, its loaded checkpoint), else a random one.
     """
-    check_flags(args)
     if args.gpu_id is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu_id
     if hasattr(args, "manualSeed"):
