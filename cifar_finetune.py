@@ -6,32 +6,38 @@
         --gamma 0.1 --wd 1e-4 --model checkpoints/cifar10/xxx/checkpoint.pth.tar \
         --checkpoint checkpoints/cifar10/xxx-ft --Nbits 8 --act 4 --bin > xxx-ft.txt
 
-Finetuning trains ``W = scale * Q_N(w)`` per layer at the loaded scheme and writes the best
-model twice: ``best_float.pth.tar`` (plain float weights) and ``best_bin.pth.tar`` (bits).
+Finetuning trains ``W = scale * Q_N(w)`` per layer at the loaded scheme, as the release does:
+the loaded model's empty planes are dropped, it becomes ``w`` (finetune form) and is written as
+epoch 0 (so it is the best model until an epoch beats it), and the best model is written twice at
+the end: ``best_bin.pth.tar`` (bits) and ``best_float.pth.tar`` (float weights). Every test pass
+the release makes is made here too (the same draws from the random generators).
 """
 import copy
 import os
 
 from models import load_model
-from utils.checkpoint import checkpoint_state, save_checkpoint
-from utils.cli import RECIPE, Parser, add_bit_flags, add_training_flags
+from utils.checkpoint import checkpoint_state, read_scheme, save_checkpoint
+from utils.cli import (RELEASE_CHECKPOINT, RELEASE_DEFAULTS, Parser, add_bit_flags,
+                       add_corrected_flag, add_training_flags)
 from utils.console import summary, times
 from utils.engine import evaluate
 from utils.errors import BSQError, run_main
 from utils.fit import Schedule, fit
 from utils.report import scheme_report, write_scheme_json
+from utils.rng import rng_state
 from utils.rundir import interrupted, open_run
-from utils.setup import check_form, model_config, prepare
+from utils.setup import check_form, check_resumed_form, model_config, prepare
 
 
 def get_args_parser(add_help=True):
     parser = Parser(description="Evaluate or finetune a BSQ model with its scheme fixed",
                     add_help=add_help)
-    add_training_flags(parser, RECIPE["finetune"], checkpoint="checkpoints/cifar10/bsq-ft",
+    add_training_flags(parser, RELEASE_DEFAULTS["finetune"], checkpoint=RELEASE_CHECKPOINT,
                        evaluate="only evaluate --model: accuracy, ones per bit plane, precision "
                                 "per layer, compression; write nothing")
     add_bit_flags(parser, nbits_help="precision a float --model is finetuned at",
                   bin_help="--model is in bit representation (without it: a float model)")
+    add_corrected_flag(parser)
     return parser
 
 
@@ -39,47 +45,80 @@ def alphas(model):
     return {n: round(p.item(), 4) for n, p in model.named_parameters() if n.endswith("alpha")}
 
 
+def tested(model, loader, what):
+    """The test accuracy of ``model``, printed as the accuracy of ``what``."""
+    acc = evaluate(model, loader)["acc"]
+    print(f"{what}: test accuracy {acc:.2f}%")
+    return acc
+
+
+def to_finetune(model, args, ckpt, loader):
+    """The loaded ``model`` in finetune form, tested at each step as the release does: as loaded,
+    after its empty planes are dropped, in finetune form (without the classifier bias unless
+    --corrected). A float model is first converted at its scheme or ``--Nbits``. Returns the
+    finetune form's test accuracy."""
+    tested(model, loader, f"--model {args.model}")
+    if model.form == "float":
+        model.to_bits_(read_scheme(ckpt) or args.Nbits)
+    if model.form == "bits":
+        model.settle_()
+        tested(model, loader, "its empty planes dropped")
+        print(scheme_report(model))
+    model.to_finetune_()
+    return tested(model, loader, f"in finetune form, {model.avg_bits():.3f} bits per weight "
+                                 f"({times(model.compression())})")
+
+
 def main(args):
     if not (args.resume or args.model):
         raise BSQError("cifar_finetune.py needs --model (or --resume): the checkpoint to use")
     run = prepare(args, writes=not args.evaluate)
     model, ckpt = load_model(args.resume or args.model, run.resume, **model_config(args))
+    check_resumed_form(model, args, "finetune")
     if run.resume is None:
         check_form(model, args, args.model)
     model.to(run.device)
 
     if args.evaluate:
-        acc = evaluate(model, run.test_loader)["acc"]
-        print(f"test accuracy {acc:.2f}%")
+        acc = tested(model, run.test_loader, f"--model {args.model}")
         if model.form != "float":
-            model.to_bits_()  # the report counts the ones of each bit plane
-            print(scheme_report(model, acc))
+            print(scheme_report(copy.deepcopy(model).to_bits_(), acc))
         if alphas(model):
             print(f"PACT alphas: {alphas(model)}")
         return summary(model, acc, ckpt.get("best_acc"), args.model)
 
-    if run.resume is None:
-        if model.form == "float":
-            model.to_bits_(args.Nbits)
-        model.to_finetune_()
-    print(f"finetuning ResNet-{args.depth} at {model.avg_bits():.3f} bits per weight "
-          f"({times(model.compression())}), seed {args.manualSeed}, {run.device}")
     folder = args.checkpoint
+    print(f"finetuning ResNet-{args.depth}, seed {args.manualSeed}, "
+          f"{'corrected' if args.corrected else 'as the release'}, {run.device}")
     with open_run(args):
-        fit(model, run.train_loader, run.test_loader, Schedule.from_args(args), folder,
-            speed=run.speed, resume=run.resume, start_epoch=args.start_epoch,
-            progress_every=args.progress, record=args)
+        best_acc = 0.0
+        if run.resume is None:
+            best_acc = to_finetune(model, args, ckpt, run.test_loader)
+            state = checkpoint_state(model, acc=best_acc, best_acc=best_acc, args=args,
+                                     rng=rng_state())
+            for name in ("model_best.pth.tar", "checkpoint.pth.tar"):  # epoch 0, as the release
+                save_checkpoint(state, os.path.join(folder, name))
+        last, best_acc = fit(model, run.train_loader, run.test_loader, Schedule.from_args(args),
+                             folder, speed=run.speed, resume=run.resume, best_acc=best_acc,
+                             start_epoch=args.start_epoch, progress_every=args.progress,
+                             record=args)
         best, best_ckpt = load_model(os.path.join(folder, "model_best.pth.tar"),
                                      **model_config(args))
-        best_acc = best_ckpt["acc"]
-        save_checkpoint(checkpoint_state(copy.deepcopy(best).to_float_(), epoch=args.epochs,
-                                         acc=best_acc, best_acc=best_acc, args=args,
-                                         scheme=best.scheme()),
+        best.to(run.device)
+        tested(best, run.test_loader, f"best model, epoch {best_ckpt['epoch']}")
+        last_acc = last["acc"] if last["acc"] is not None else run.resume.get("acc")
+        best.to_bits_()
+        acc = tested(best, run.test_loader, "best model in bits (best_bin.pth.tar)")
+        own = best.corrections.own_acc  # the release records the last epoch's accuracy
+        save_checkpoint(checkpoint_state(best, epoch=args.epochs, acc=acc if own else last_acc,
+                                         best_acc=best_acc, args=args),
+                        os.path.join(folder, "best_bin.pth.tar"))
+        floats = copy.deepcopy(best).to_float_()
+        float_acc = tested(floats, run.test_loader, "best model in float (best_float.pth.tar)")
+        save_checkpoint(checkpoint_state(floats, epoch=args.epochs,
+                                         acc=float_acc if own else last_acc, best_acc=best_acc,
+                                         args=args, scheme=floats.scheme()),
                         os.path.join(folder, "best_float.pth.tar"))
-        best.to_bits_().to(run.device)
-        acc = evaluate(best, run.test_loader)["acc"]
-        save_checkpoint(checkpoint_state(best, epoch=args.epochs, acc=acc, best_acc=best_acc,
-                                         args=args), os.path.join(folder, "best_bin.pth.tar"))
         print(scheme_report(best, acc))
         write_scheme_json(best, os.path.join(folder, "scheme.json"), acc)
     print(f"best model written to {folder}/best_float.pth.tar and {folder}/best_bin.pth.tar: "

@@ -4,12 +4,17 @@
         --gamma 0.1 --wd 1e-4 --model checkpoints/cifar10/resnet-20-8/model_best.pth.tar \
         --decay 0.01 --Prun_Int 100 --thre 0.0 --checkpoint checkpoints/cifar10/xxx \
         --Nbits 8 --act 4 --bin --L1 > xxx.txt
+
+The run is the release's: the same steps, and with ``--loader release`` the same batches and
+the same test passes (after loading, after each re-quantization and at the end), so the same
+draws from the random generators; ``--corrected`` turns on our corrections.
 """
 import os
 
 from models import load_model
-from utils.checkpoint import checkpoint_state, save_checkpoint
-from utils.cli import RECIPE, Parser, add_bit_flags, add_bsq_flags, add_training_flags
+from utils.checkpoint import checkpoint_state, read_scheme, save_checkpoint
+from utils.cli import (RELEASE_CHECKPOINT, RELEASE_DEFAULTS, Parser, add_bit_flags,
+                       add_bsq_flags, add_corrected_flag, add_training_flags)
 from utils.console import summary, times
 from utils.engine import evaluate
 from utils.errors import run_main
@@ -17,31 +22,38 @@ from utils.fit import Schedule, fit
 from utils.report import scheme_report, write_scheme_json
 from utils.rng import rng_state
 from utils.rundir import interrupted, open_run
-from utils.setup import check_form, model_config, prepare
+from utils.setup import check_form, check_resumed_form, model_config, prepare
 
 
 def get_args_parser(add_help=True):
     parser = Parser(description="BSQ training of a bit-representation CIFAR ResNet",
                     add_help=add_help)
-    add_training_flags(parser, RECIPE["bsq"], checkpoint="checkpoints/cifar10/bsq",
+    add_training_flags(parser, RELEASE_DEFAULTS["bsq"], checkpoint=RELEASE_CHECKPOINT,
                        evaluate="only evaluate the (re-quantized) --model; write nothing")
     add_bit_flags(parser, nbits_help="precision a float or random starting model is converted to",
                   bin_help="--model is in bit representation (without it: a float model)")
     add_bsq_flags(parser)
+    add_corrected_flag(parser)
     return parser
 
 
 def main(args):
     run = prepare(args, writes=not args.evaluate)
-    model, _ = load_model(args.resume or args.model, run.resume, **model_config(args))
+    model, ckpt = load_model(args.resume or args.model, run.resume, **model_config(args))
+    check_resumed_form(model, args, "bits")
     if run.resume is None and args.model:
         check_form(model, args, args.model)
     if model.form == "float":
+        scheme = read_scheme(ckpt) if ckpt else None
         start = "--model is a float model" if args.model else "no --model: a random model"
-        print(f"{start}: converting it to {args.Nbits} bits")
-    model.to_bits_(args.Nbits).to(run.device)
+        print(f"{start}: converting it to {'its scheme' if scheme else f'{args.Nbits} bits'}")
+        model.to_bits_(scheme or args.Nbits)
+    model.to(run.device)
     if run.resume is None:
-        model.requantize_(0.0)  # as the release does once on loading, before the epochs
+        if args.model:
+            acc = evaluate(model, run.test_loader)["acc"]
+            print(f"--model {args.model}: test accuracy {acc:.2f}%")
+        model.settle_()  # as the release does once before the epochs
     if args.evaluate:
         acc = evaluate(model, run.test_loader)["acc"]
         print(scheme_report(model, acc))
@@ -49,20 +61,23 @@ def main(args):
 
     def requantize(epoch):
         """docs/method.md, steps 1-3, at the start of every epoch e with e % Prun_Int == 0."""
-        if epoch % args.Prun_Int:
+        if not args.Prun_Int or epoch % args.Prun_Int:
             return False
         model.requantize_(args.thre)
+        acc = evaluate(model, run.test_loader)["acc"]  # as the release tests after each one
         print(f"re-quantized before epoch {epoch + 1}: {model.avg_bits():.3f} bits per weight, "
-              f"compression {times(model.compression())}")
+              f"compression {times(model.compression())}, test accuracy {acc:.2f}%")
         return True
 
     decay = args.decay if args.L1 else 0.0
     print(f"BSQ: ResNet-{args.depth} on {args.dataset}, alpha {decay}, Prun_Int {args.Prun_Int}, "
-          f"thre {args.thre}, act {args.act}, seed {args.manualSeed}, {run.device}")
+          f"thre {args.thre}, act {args.act}, seed {args.manualSeed}, "
+          f"{'corrected' if args.corrected else 'as the release'}, {run.device}")
     path = os.path.join(args.checkpoint, "checkpoint.pth.tar")
     with open_run(args):
         _, best_acc = fit(model, run.train_loader, run.test_loader, Schedule.from_args(args),
-                          args.checkpoint, speed=run.speed, decay=decay, before_epoch=requantize,
+                          args.checkpoint, speed=run.speed, decay=decay,
+                          clamp=args.bin or model.corrections.clamp, before_epoch=requantize,
                           resume=run.resume, start_epoch=args.start_epoch,
                           progress_every=args.progress, record=args)
         model.requantize_(0.0)  # the release's final re-quantization drops only empty planes

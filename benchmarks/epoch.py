@@ -3,12 +3,12 @@
 Loops: ``train`` (float weights, cifar_train.py), ``bsq`` (bits + regularizer,
 cifar_prune_STE.py), ``finetune`` (cifar_finetune.py), all through ``utils.engine
 .train_one_epoch``. Data: ``premade`` (normalised batches made beforehand: no data cost),
-``device`` (the default DeviceLoader: crop, flip, normalise per batch) and ``torchvision``
-(DataLoader + PIL transforms). Random uint8 images stand in for CIFAR (the data path's cost does
-not depend on the pixels), so it runs anywhere. Variants are timed interleaved; medians and
-ratios to ``premade`` are printed as one JSON object, with the time of the data path alone
-(iterating the loader without training) as a share of a BSQ epoch: on a noisy machine that
-share is the steadier measure of what the data path adds.
+``device`` (the default DeviceLoader: crop, flip, normalise per batch) and ``release`` (the
+release's DataLoader + PIL transforms). Random uint8 images stand in for CIFAR (the data path's
+cost does not depend on the pixels), so it runs anywhere. Variants are timed interleaved; medians
+and ratios to ``premade`` are printed as one JSON object, with the time of the data path alone
+(iterating the loader without training) as a share of a BSQ epoch: on a noisy machine that share
+is the steadier measure of what the data path adds.
 
     python benchmarks/epoch.py --images 2560 --repeats 3
 """
@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models import resnet  # noqa: E402
-from utils.data import DeviceLoader, OnDevice, torchvision_loaders  # noqa: E402
+from utils.data import DeviceLoader, OnDevice, release_loaders  # noqa: E402
 from utils.engine import Speed, build_steps, make_optimizer, train_one_epoch  # noqa: E402
 
 
@@ -50,10 +50,10 @@ def main():
     labels = torch.randint(0, 10, (args.images,), generator=gen)
     device_loader = DeviceLoader(images, labels, args.batch, device, train=True)
     premade = [(x.clone(), y.clone()) for x, y in device_loader]
-    tv_train, _ = torchvision_loaders(images, labels, images, labels, args.batch, args.batch,
-                                      args.workers)
+    release_train, _ = release_loaders(images, labels, images, labels, args.batch, args.batch,
+                                       args.workers)
     loaders = {"premade": premade, "device": device_loader,
-               "torchvision": OnDevice(tv_train, device)}
+               "release": OnDevice(release_train, device)}
     nets = {k: (m.to(device), d) for k, (m, d) in models(args.depth).items()}
     variants = [("bsq", name) for name in loaders] + [("train", "device"), ("train", "premade"),
                                                       ("finetune", "device")]
@@ -73,7 +73,7 @@ def main():
             if i:  # the first round warms up
                 times[(loop, data)].append(time.perf_counter() - start)
     seconds = {f"{loop}/{data}": statistics.median(t) for (loop, data), t in times.items()}
-    for data in ("device", "torchvision"):  # the data path alone: iterate, no training
+    for data in ("device", "release"):  # the data path alone: iterate, no training
         runs = []
         for _ in range(args.repeats):
             start = time.perf_counter()
@@ -88,7 +88,7 @@ def main():
                             for k, v in seconds.items() if k.split("/")[0] + "/premade" in seconds},
         "data_only_share_of_bsq_epoch": {
             data: round(seconds[f"data-only/{data}"] / seconds["bsq/premade"], 4)
-            for data in ("device", "torchvision")},
+            for data in ("device", "release")},
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "cuda_graphs": device.type == "cuda" and args.cuda_graphs,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "workers": args.workers,

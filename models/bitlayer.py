@@ -12,10 +12,16 @@ bits        ``pweight nweight scale`` / ``pbias nbias``   ``scale * Q_N(sum_i (p
 finetune    ``weight scale`` / ``bias biasscale``        ``scale * Q_N(w)``, w on the N-bit grid
 ==========  ===========================================  ===================================
 
-Parameter names and shapes are the original release's (``scale`` and ``biasscale`` are 0-dim, as
-in every bit checkpoint the release writes), so state dicts move between the two by at most a
-``module.`` prefix. Precision 0 marks an all-zero tensor: it keeps one zero plane, outputs zero
-and gets no gradient, so it stays zero.
+Parameter names, shapes and order are the original release's (``scale`` and ``biasscale`` are
+0-dim, as in every bit checkpoint the release writes), so state dicts and optimizer states move
+between the two by at most a ``module.`` prefix.
+
+Where the release computes otherwise than the method, the layer follows the release unless its
+``corrections`` (``utils/corrections.py``) say otherwise: an all-zero tensor keeps one zero plane
+at precision 1 (and in finetune form goes to precision 0, outputting zero while its gradient
+passes straight through, as in the release), the finetune form drops the classifier bias from
+the forward pass, and ``to_float_`` of the bits form is ``scale * sum_i (p_i - n_i) e_i``. With
+``corrections.zero_precision``, precision 0 outputs zero and gets no gradient, so it stays zero.
 """
 from typing import NamedTuple
 
@@ -23,10 +29,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.bits import encode, plane_value, quantize, requantize
+from utils.bits import drop_planes, encode, plane_value, quantize, requantize
+from utils.corrections import RELEASE
 from utils.ste import WeightQuant, levels
 
 FORMS = ("float", "bits", "finetune")
+# The release's registration order of a layer's parameters: each form's are a subsequence of it.
+PARAM_ORDER = ("pweight", "nweight", "scale", "pbias", "nbias", "biasscale", "weight", "bias")
 
 
 class BitNames(NamedTuple):
@@ -46,7 +55,8 @@ class BitLayer:
     ``self.nbits`` maps ``"weight"``/``"bias"`` to the precision of each present tensor.
     """
 
-    def _init_bits(self, nbits=8):
+    def _init_bits(self, nbits=8, corrections=RELEASE):
+        self.corrections = corrections
         self.form = "float"
         self.slots = ("weight",) if self.bias is None else ("weight", "bias")
         self.shapes = {slot: tuple(getattr(self, slot).shape) for slot in self.slots}
@@ -62,14 +72,20 @@ class BitLayer:
             return None
         if self.form == "float":
             return getattr(self, slot)
+        if self.form == "finetune" and slot == "bias" and not self.corrections.fc_bias:
+            return None  # the release's finetune forward has no classifier bias
         scale = self.scale_of(slot)
         with torch.autocast(scale.device.type, enabled=False):
             return self._build(slot, scale)
 
     def _build(self, slot, scale):
-        """``scale * Q_N(w)`` with w from the planes (bits form) or the finetune weight."""
+        """``scale * Q_N(w)`` with w from the planes (bits form) or the finetune weight.
+
+        At precision 0: zeros without gradient, except in finetune form as in the release, where
+        ``Q_0(w) = w * 0`` passes the gradient straight through to ``w``.
+        """
         nbits = self.nbits[slot]
-        if nbits == 0:
+        if nbits == 0 and not self._trains(self.form, 0):
             return scale.new_zeros(self.shapes[slot])
         return WeightQuant.apply(self._value(slot), nbits) * scale
 
@@ -88,11 +104,17 @@ class BitLayer:
         return getattr(self, NAMES[slot].scale)
 
     # -- parameter bookkeeping --------------------------------------------------------------
+    def _trains(self, form, nbits):
+        """Whether a tensor at precision ``nbits`` in ``form`` gets gradients: all do but those
+        at precision 0 in bits form, and, with ``corrections.zero_precision``, in any form."""
+        zero_frozen = form == "bits" or self.corrections.zero_precision
+        return form == "float" or nbits > 0 or not zero_frozen
+
     def _install(self, slot, tensors, trainable=True):
         """Replace ``slot``'s parameters, whatever their form, by ``tensors`` (name -> tensor).
 
-        A precision-0 tensor is installed frozen (``trainable=False``): it gets no gradient, so
-        optimizers and DistributedDataParallel leave it alone.
+        A frozen tensor (``trainable=False``, see ``_trains``) gets no gradient, so optimizers and
+        DistributedDataParallel leave it alone. Parameters stay in the release's order.
         """
         for name in (slot, *NAMES[slot]):
             self._parameters.pop(name, None)
@@ -100,12 +122,17 @@ class BitLayer:
             self.register_parameter(name, nn.Parameter(tensor.contiguous(), trainable))
         if slot not in tensors:
             self.register_parameter(slot, None)
+        for name in sorted(self._parameters, key=PARAM_ORDER.index):
+            self._parameters[name] = self._parameters.pop(name)
 
     def _install_bits(self, slot, code, scale, nbits):
         """Install an integer code (slot's shape) at ``nbits`` with a 0-dim ``scale``, bits form."""
+        self._install_planes(slot, *encode(code, max(nbits, 1), dtype=scale.dtype), scale, nbits)
+
+    def _install_planes(self, slot, p, n, scale, nbits):
+        """Install planes ``p, n`` (..., N) at ``nbits`` with a 0-dim ``scale``, bits form."""
         self.nbits[slot] = nbits
-        p, n = encode(code, max(nbits, 1), dtype=scale.dtype)
-        self._install(slot, dict(zip(NAMES[slot], (p, n, scale))), nbits > 0)
+        self._install(slot, dict(zip(NAMES[slot], (p, n, scale))), self._trains("bits", nbits))
 
     @torch.no_grad()
     def code(self, slot):
@@ -133,7 +160,7 @@ class BitLayer:
             else:
                 tensors = {slot: ref.new_zeros(shape), names.scale: ref.new_zeros(())}
             self.nbits[slot] = nb
-            self._install(slot, tensors, form == "float" or nb > 0)
+            self._install(slot, tensors, self._trains(form, nb))
         self.form = form
 
     # -- conversions between forms ------------------------------------------------------------
@@ -142,40 +169,58 @@ class BitLayer:
         """float -> bits at ``nbits`` (slot -> N), or finetune -> bits exactly (nbits ignored).
 
         From float: ``S = max|W|``, ``R = round(|W| (2^N - 1) / S)``, ``scale = S``
-        (docs/method.md, "Float -> bits"); an all-zero tensor, or precision 0 asked for, gives a
-        zeroed tensor at precision 0.
-        From finetune: the code ``round(|clip(w)| (2^N - 1))`` that ``Q_N`` uses, same scale.
+        (docs/method.md, "Float -> bits"). Precision 0 asked for gives a zeroed tensor, at
+        precision 1 as in the release (with ``corrections.zero_precision``: at precision 0, as
+        does an all-zero tensor).
+        From finetune: the code ``round(|clip(w)| (2^N - 1))`` that ``Q_N`` uses, same scale; a
+        precision-0 tensor becomes a zero plane at precision 1, as in the release (corrected: 0).
         """
         if self.form == "bits":
             return
         for slot in self.slots:
             if self.form == "float":
                 code, scale = quantize(getattr(self, slot), max(nbits[slot], 1))
-                nb = nbits[slot] if bool(code.any()) else 0
+                nb = nbits[slot] if bool(code.any()) or not self.corrections.zero_precision \
+                    else 0
                 code = code if nb else torch.zeros_like(code)
             else:
                 code, scale, nb = self.code(slot), self.scale_of(slot), self.nbits[slot]
+            if not self.corrections.zero_precision:
+                nb = max(nb, 1)
             self._install_bits(slot, code, scale.detach().clone(), nb)
         self.form = "bits"
 
     @torch.no_grad()
     def to_finetune_(self):
-        """bits -> finetune: drop all-zero planes (re-quantize at t = 0), then, as the release
-        does, ``w = sum_i (p_i - n_i) e_i`` in fp32 (on the N-bit grid up to its rounding)."""
+        """bits -> finetune, as the release does: ``w = sum_i (p_i - n_i) e_i`` in fp32 (on the
+        N-bit grid up to its rounding when the bits are exact), the same scale. A 1-bit tensor
+        whose ``w`` is all zero goes to precision 0."""
         if self.form == "finetune":
             return
-        self.requantize_(0.0)
         for slot in self.slots:
             w, scale = plane_value(*self.planes(slot)), self.scale_of(slot).detach().clone()
-            self._install(slot, {slot: w, NAMES[slot].scale: scale}, self.nbits[slot] > 0)
+            if self.nbits[slot] == 1 and not bool(w.any()):
+                self.nbits[slot] = 0
+            self._install(slot, {slot: w, NAMES[slot].scale: scale},
+                          self._trains("finetune", self.nbits[slot]))
         self.form = "finetune"
 
     @torch.no_grad()
     def to_float_(self):
-        """bits or finetune -> float: the weights the forward pass uses, bit for bit."""
-        tensors = {slot: self.quantized(slot).detach().clone() for slot in self.slots}
+        """bits or finetune -> float: the weights the forward pass uses, bit for bit (a dropped
+        classifier bias included); from bits form, as the release does it unless
+        ``corrections.best_float``: ``scale * sum_i (p_i - n_i) e_i``, and a 1-bit tensor that
+        is all zero gets precision 0."""
+        tensors = {}
+        for slot in self.slots:
+            if self.form == "bits" and not self.corrections.best_float:
+                tensors[slot] = plane_value(*self.planes(slot)) * self.scale_of(slot)
+                if self.nbits[slot] == 1 and not bool(tensors[slot].any()):
+                    self.nbits[slot] = 0
+            elif self.form != "float":
+                tensors[slot] = self._build(slot, self.scale_of(slot))
         for slot, tensor in tensors.items():
-            self._install(slot, {slot: tensor})
+            self._install(slot, {slot: tensor.detach().clone()})
         self.form = "float"
 
     @torch.no_grad()
@@ -183,10 +228,22 @@ class BitLayer:
         """Re-quantize the bit planes and drop planes (docs/method.md, steps 1-2); bits form."""
         assert self.form == "bits", "re-quantization needs the bit representation"
         for slot in self.slots:
-            p, n, scale, nb = requantize(*self.planes(slot), self.scale_of(slot), self.nbits[slot],
-                                         thre)
-            self.nbits[slot] = nb
-            self._install(slot, dict(zip(NAMES[slot], (p, n, scale))), nb > 0)
+            self._install_planes(slot, *requantize(*self.planes(slot), self.scale_of(slot),
+                                                   self.nbits[slot], thre, self.corrections,
+                                                   bias=slot == "bias"))
+
+    @torch.no_grad()
+    def settle_(self):
+        """What the release does to a bit model it loads, before training on it: drop its empty
+        planes, bits left as they are (``utils.bits.drop_planes`` at threshold 0); with
+        ``corrections.load_rounding``, re-quantize it at threshold 0 (round, then drop)."""
+        assert self.form == "bits", "settling needs the bit representation"
+        if self.corrections.load_rounding:
+            return self.requantize_(0.0)
+        for slot in self.slots:
+            if self.nbits[slot]:
+                self._install_planes(slot, *drop_planes(*self.planes(slot), self.scale_of(slot),
+                                                        self.nbits[slot], 0.0, slot == "bias"))
 
     # -- what the model-level code reads ------------------------------------------------------
     def precision(self):
@@ -198,7 +255,8 @@ class BitLayer:
         return [(*self.planes(s), self.nbits[s]) for s in self.slots]
 
     def clamp_targets(self):
-        """The tensors clamped after an optimizer step: bit planes, or finetune weights ``w``."""
+        """The tensors clamped after an optimizer step with ``corrections.clamp``: bit planes, or
+        finetune weights ``w`` (the release's choice is by name: ``BitModel.clamp_``)."""
         if self.form == "bits":
             return [t for p, n, nb in self.bit_groups() if nb for t in (p, n)]
         if self.form == "finetune":
@@ -225,9 +283,9 @@ class BitLayer:
 class BitConv2d(BitLayer, nn.Conv2d):
     """``nn.Conv2d`` whose weight is BSQ-quantized (see the module docstring)."""
 
-    def __init__(self, *args, nbits=8, **kwargs):
+    def __init__(self, *args, nbits=8, corrections=RELEASE, **kwargs):
         super().__init__(*args, **kwargs)
-        self._init_bits(nbits)
+        self._init_bits(nbits, corrections)
 
     def forward(self, x):
         return self._conv_forward(x, self.quantized("weight"), self.quantized("bias"))
@@ -236,9 +294,9 @@ class BitConv2d(BitLayer, nn.Conv2d):
 class BitLinear(BitLayer, nn.Linear):
     """``nn.Linear`` whose weight and bias are BSQ-quantized (see the module docstring)."""
 
-    def __init__(self, *args, nbits=8, **kwargs):
+    def __init__(self, *args, nbits=8, corrections=RELEASE, **kwargs):
         super().__init__(*args, **kwargs)
-        self._init_bits(nbits)
+        self._init_bits(nbits, corrections)
 
     def forward(self, x):
         return F.linear(x, self.quantized("weight"), self.quantized("bias"))

@@ -2,11 +2,22 @@
 import torch.nn as nn
 
 from utils.bits import FLOAT_BITS, clamp_
+from utils.corrections import RELEASE
 from utils.regularizer import bit_group_lasso
 
 from .bitlayer import FORMS, BitLayer
 
 CLAMP = {"bits": (0.0, 2.0), "finetune": (-1.0, 1.0)}  # docs/method.md: after every step
+
+
+def release_clamped(name, form):
+    """Whether the release clamps the parameter ``name`` after a step in ``form``: in bits form
+    every one named without ``scale`` or ``bn`` (bit planes, shortcut convs and their BatchNorm
+    ``downsample.1``, PACT's alphas), in finetune form every one named with ``weight`` and
+    without ``bn`` (finetune weights, shortcut convs, their BatchNorm's weight)."""
+    if form == "bits":
+        return "scale" not in name and "bn" not in name
+    return "weight" in name and "bn" not in name
 
 
 class BitModel(nn.Module):
@@ -16,6 +27,8 @@ class BitModel(nn.Module):
     accounting (TP, TB, compression) and the regularizer over exactly the quantized layers: layers
     that are plain ``nn.Conv2d`` (the shortcut convs) or BatchNorm never take part.
     """
+
+    corrections = RELEASE  # set by the subclass's constructor: shared with its layers
 
     def quant_layers(self):
         """``[(name, layer)]`` of the quantized layers, in module order."""
@@ -70,6 +83,12 @@ class BitModel(nn.Module):
         for _, m in self.quant_layers():
             m.requantize_(thre)
 
+    def settle_(self):
+        """What the release does to a loaded bit model before training: drop empty planes (or,
+        with ``corrections.load_rounding``, re-quantize at threshold 0); see ``BitLayer``."""
+        for _, m in self.quant_layers():
+            m.settle_()
+
     def size(self):
         """``(TP, TB)``: quantized weights (classifier bias included) and their bits.
 
@@ -96,7 +115,14 @@ class BitModel(nn.Module):
         return bit_group_lasso([g for _, m in self.quant_layers() for g in m.bit_groups()])
 
     def clamp_(self):
-        """After an optimizer step: bit planes to [0, 2], or finetune weights to [-1, 1]."""
-        if self.form in CLAMP:
+        """After an optimizer step, bits form to [0, 2] and finetune form to [-1, 1]: the
+        parameters the release clamps (``release_clamped``), or with ``corrections.clamp`` only
+        the bit planes or the finetune weights ``w``."""
+        form = self.form
+        if form not in CLAMP:
+            return
+        if self.corrections.clamp:
             targets = [t for _, m in self.quant_layers() for t in m.clamp_targets()]
-            clamp_(targets, *CLAMP[self.form])
+        else:
+            targets = [p for name, p in self.named_parameters() if release_clamped(name, form)]
+        clamp_(targets, *CLAMP[form])

@@ -7,6 +7,7 @@ import sys
 import torch
 
 from models import build_model
+from utils.corrections import CORRECTED
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAULTS = os.path.join(REPO, "tests", "faults.py")
@@ -30,11 +31,12 @@ def last_json(proc):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def mixed_model(act=4, form="bits", continuous=False):
+def mixed_model(act=4, form="bits", continuous=False, corrections=CORRECTED):
     """A ResNet-8 at precisions 0..7 per layer with a 3-bit classifier bias and random BN
-    statistics; ``continuous``: bit planes perturbed off 0/1, as in the middle of BSQ training."""
+    statistics; ``continuous``: bit planes perturbed off 0/1, as in the middle of BSQ training.
+    Precision 0 exists with ``corrections.zero_precision`` (the release keeps 1 bit)."""
     torch.manual_seed(1)
-    model = build_model(depth=8, act=act)
+    model = build_model(depth=8, act=act, corrections=corrections)
     scheme = {name: [i % 8, 0] for i, (name, _) in enumerate(model.quant_layers())}
     scheme["fc"] = [5, 3]
     model.to_bits_(scheme)

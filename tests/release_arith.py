@@ -65,8 +65,11 @@ def bit_lasso(groups):
     return reg
 
 
-def requantize(p, n, scale, nbits, thre):
-    """Re-quantization then plane dropping on plane tensors; the precision stays at least 1."""
+def requantize(p, n, scale, nbits, thre, bias=False):
+    """Re-quantization then plane dropping on plane tensors; the precision stays at least 1.
+
+    Dropping a sparse MSB plane saturates the lower planes, except that a weight tensor (not the
+    classifier's bias: ``bias``) reaching 1 bit stops before its saturation."""
     w = plane_sum(p, n)
     step = 2 ** nbits - 1
     rp = torch.round(torch.where(w > 0, w, torch.zeros_like(w)) * step)
@@ -81,24 +84,37 @@ def requantize(p, n, scale, nbits, thre):
         ex = 2 ** (nbits - i - 1)
         p[..., i], n[..., i] = torch.floor(rp / ex), torch.floor(rn / ex)
         rp, rn = rp - torch.floor(rp / ex) * ex, rn - torch.floor(rn / ex) * ex
+    return prune(p, n, scale, nbits, thre, bias)
+
+
+def prune(p, n, scale, nbits, thre, bias=False):
+    """The release's plane dropping on (..., N) planes, exact or continuous (see requantize)."""
     if nbits == 1:
         return p, n, scale, nbits
 
     def shares(p, n):
-        return [int(torch.count_nonzero((p - n)[..., i])) * 100 / w.numel()
+        return [int(torch.count_nonzero((p - n)[..., i])) * 100 / p[..., 0].numel()
                 for i in range(p.shape[-1])]
 
     start, nonzero, p0, n0 = nbits, shares(p, n), p, n
     for i in range(start):  # from the MSB, slicing the planes as they were
         if nonzero[i] == 0:
             p, n = p0[..., i + 1:], n0[..., i + 1:]
+            nbits -= 1
+            if nbits == 1:
+                break
         elif nonzero[i] < thre:
-            p = (p0[..., i + 1:] + p0[..., i:i + 1]).clamp(max=1)
-            n = (n0[..., i + 1:] + n0[..., i:i + 1]).clamp(max=1)
+            p, n = p0[..., i + 1:] + p0[..., i:i + 1], n0[..., i + 1:] + n0[..., i:i + 1]
+            if bias:
+                p = torch.where(p < 1, p, torch.full_like(p, 1.0))
+                n = torch.where(n < 1, n, torch.full_like(n, 1.0))
+            nbits -= 1
+            if nbits == 1:
+                break
+            if not bias:
+                p = torch.where(p < 1, p, torch.full_like(p, 1.0))
+                n = torch.where(n < 1, n, torch.full_like(n, 1.0))
         else:
-            break
-        nbits -= 1
-        if nbits == 1:
             break
     nonzero, top = shares(p, n), nbits
     for i in range(top if nbits > 1 else 0):  # from the LSB

@@ -14,6 +14,7 @@ import functools
 
 import torch
 
+from .corrections import RELEASE
 from .ste import SMALLEST_POSITIVE, levels
 
 MAX_BITS = 8  # the highest precision of a quantized tensor
@@ -61,21 +62,21 @@ def quantize(x, nbits):
     return code.long(), s
 
 
-def requantize(p, n, scale, nbits, thre=0.0):
+def requantize(p, n, scale, nbits, thre=0.0, corrections=RELEASE, bias=False):
     """Steps 1 and 2 of docs/method.md, "Re-quantization and precision adjustment".
 
     1. Round the continuous planes to the code ``round(w (2^N - 1))``; if a magnitude exceeds
-       ``2^N - 1`` the layer grows one bit (below 8 bits, keeping every weight); at 8 bits it
+       ``2^N - 1`` the tensor grows one bit (below 8 bits, keeping every weight); at 8 bits it
        clips.
-    2. Drop planes: from the MSB, all-zero planes go, and planes with fewer than ``thre`` percent
-       nonzeros go after being OR-ed into every lower plane; then from the LSB, planes with at
-       most ``thre`` percent nonzeros go, each doubling the step.
+    2. Drop planes with threshold ``thre`` (percent): the release's way (``drop_planes``), or,
+       with ``corrections.thre_order``, the method's (``_drop_code_planes``). The two agree at
+       ``thre = 0``.
 
     Returns ``(p, n, scale, nbits)`` with exact 0/1 planes. The scale follows the release's chain
-    of fp32 operations: ``* (2^N - 1) / (2^(N-1) - 1)`` on growth, ``* 2`` per dropped LSB, and
-    ``* (2^N - 1) / (2^N0 - 1)`` at the end of step 2 (N0 the precision it started from, so this
-    also runs when nothing was dropped). A layer whose code is all zero ends at precision 0 with
-    one zero plane; precision 0 in is returned unchanged, so a zeroed layer stays zero.
+    of fp32 operations: ``* (2^N - 1) / (2^(N-1) - 1)`` on growth, then step 2's. A tensor whose
+    code is all zero keeps one zero plane at precision 1, as in the release, or, with
+    ``corrections.zero_precision``, goes to precision 0; precision 0 in is returned unchanged,
+    so a zeroed tensor stays zero. ``bias`` marks the classifier bias (see ``drop_planes``).
     """
     if nbits == 0:
         return p, n, scale, nbits
@@ -88,30 +89,90 @@ def requantize(p, n, scale, nbits, thre=0.0):
         nbits += 1
         scale = scale * levels(nbits) / levels(nbits - 1)
         mag = mag.clamp(max=levels(nbits))  # bits in [0, 2] never need more than one new bit
-
-    if nbits > 1:  # step 2
-        total, start = mag.numel(), nbits
-        while nbits > 1:  # from the MSB
-            msb = mag >> (nbits - 1)
-            share = int(msb.count_nonzero()) * 100 / total
-            if share == 0:
-                nbits -= 1
-            elif share < thre:
-                mag = torch.where(msb.bool(), levels(nbits - 1), mag)
-                nbits -= 1
-            else:
-                break
-        while nbits > 1:  # from the LSB
-            if int((mag & 1).count_nonzero()) * 100 / total > thre:
-                break
-            mag = mag >> 1
-            scale = scale * 2
-            nbits -= 1
-        scale = scale * levels(nbits) / levels(start)
-    if not bool(mag.any()):
+    if corrections.thre_order:
+        mag, scale, nbits = _drop_code_planes(mag, scale, nbits, thre)
+        p, n = encode(mag * sign, nbits, dtype=p.dtype)
+    else:
+        p, n = encode(mag * sign, nbits, dtype=p.dtype)
+        p, n, scale, nbits = drop_planes(p, n, scale, nbits, thre, bias)
+    if corrections.zero_precision and not bool(p.any() or n.any()):
         nbits = 0
-    new_p, new_n = encode(mag * sign, max(nbits, 1), dtype=p.dtype)
-    return new_p, new_n, scale, nbits
+    return p, n, scale, nbits
+
+
+def _drop_code_planes(mag, scale, nbits, thre):
+    """Step 2 as the method states it, on magnitudes ``mag`` (int64, < 2^N) of ``nbits`` bits.
+
+    From the MSB, while N > 1: an all-zero plane goes; a plane with fewer than ``thre`` percent
+    nonzeros is OR-ed into every lower plane (those weights saturate) and goes. Then from the LSB,
+    while N > 1: a plane with at most ``thre`` percent nonzeros goes, doubling the scale.
+    Finally ``scale * (2^N - 1) / (2^N0 - 1)``. Returns ``(mag, scale, nbits)``.
+    """
+    if nbits <= 1:
+        return mag, scale, nbits
+    total, start = mag.numel(), nbits
+    while nbits > 1:  # from the MSB
+        msb = mag >> (nbits - 1)
+        share = int(msb.count_nonzero()) * 100 / total
+        if share == 0:
+            nbits -= 1
+        elif share < thre:
+            mag = torch.where(msb.bool(), levels(nbits - 1), mag)
+            nbits -= 1
+        else:
+            break
+    while nbits > 1:  # from the LSB
+        if int((mag & 1).count_nonzero()) * 100 / total > thre:
+            break
+        mag = mag >> 1
+        scale = scale * 2
+        nbits -= 1
+    return mag, scale * levels(nbits) / levels(start), nbits
+
+
+def drop_planes(p, n, scale, nbits, thre=0.0, bias=False):
+    """The release's plane dropping on (..., N) planes ``p, n``, exact or continuous.
+
+    The shares of nonzero ``p_i - n_i`` (percent) are counted once, before the scan. From the
+    MSB: a plane with share 0 goes; a plane with share below ``thre`` goes after being added to
+    every lower plane, which then saturate at 1; any other plane stops the scan; at 1 bit it
+    stops. Each drop slices the planes as they were before the scan, so when two MSB planes in a
+    row go, the first one's addition is lost; and a weight tensor that reaches 1 bit so skips the
+    saturation (the bias saturates first). Then from the LSB, with shares counted again: a plane
+    with share at most ``thre`` goes and the scale doubles, down to 1 bit. Finally, as step 2 of
+    docs/method.md: ``scale * (2^N - 1) / (2^N0 - 1)``. Never below 1 bit; with ``thre = 0``
+    this is step 2 of the method exactly. Returns ``(p, n, scale, nbits)``.
+    """
+    if nbits <= 1:
+        return p, n, scale, nbits
+    start, before = nbits, (p, n)
+    for i, share in enumerate(_plane_shares(p, n)):  # from the MSB
+        if share == 0:
+            p, n = (t[..., i + 1:] for t in before)
+            nbits -= 1
+        elif share < thre:
+            p, n = (t[..., i + 1:] + t[..., i:i + 1] for t in before)
+            nbits -= 1
+            if nbits > 1 or bias:
+                p, n = p.clamp(max=1.0), n.clamp(max=1.0)
+        else:
+            break
+        if nbits == 1:
+            break
+    before, shares = (p, n), _plane_shares(p, n)
+    for i in range(len(shares)):  # from the LSB
+        if nbits == 1 or shares[-1 - i] > thre:
+            break
+        p, n = (t[..., :nbits - 1] for t in before)
+        scale = scale * 2
+        nbits -= 1
+    return p, n, scale * levels(nbits) / levels(start), nbits
+
+
+def _plane_shares(p, n):
+    """Percentage of nonzero ``p_i - n_i`` in each plane i of (..., N) planes, MSB first."""
+    diff = (p - n).reshape(-1, p.shape[-1])  # (elements, N)
+    return [int(c) * 100 / diff.shape[0] for c in diff.count_nonzero(0).tolist()]
 
 
 @torch.no_grad()

@@ -180,14 +180,16 @@ def describe(state_dict):
     return depth, None if fc is None else fc.shape[0]
 
 
-def load_model_state(model, ckpt, path=""):
+def load_model_state(model, ckpt, path="", partial=False):
     """Load a checkpoint (ours or the release's) into ``model``, in the checkpoint's form.
 
     The model's quantized layers are first given the checkpoint's form and scheme
     (``Nbit_dict`` before the state dict, as the release does). ``scale``/``biasscale`` load
-    whether 0-dim (the release's files, and ours) or of shape (1,). Raises ``CheckpointError``
-    naming what does not fit: depth, class count, activation mode, or the first tensor whose
-    name or shape differs.
+    whether 0-dim (the release's files, and ours) or of shape (1,). ``partial``: PACT's alphas
+    that the file lacks keep their initial value, as the release's convert.py merges states, so
+    that a ReLU6 model becomes a PACT one (``--act 1..3``). Raises
+    ``CheckpointError`` naming what does not fit: depth, class count, activation mode, or the
+    first tensor whose name or shape differs.
     """
     state = strip_prefix(ckpt["state_dict"])
     depth, classes = describe(state)
@@ -198,7 +200,7 @@ def load_model_state(model, ckpt, path=""):
         raise CheckpointError(f"checkpoint {path} has {classes} classes, this run's dataset has "
                               f"{model.num_classes}: pass the matching -d/--dataset")
     pact = any(k.endswith(".alpha") for k in state)
-    if pact != (model.act <= 3):
+    if pact != (model.act <= 3) and not (partial and model.act <= 3):
         act = (ckpt.get("arch") or {}).get("act", "1..3" if pact else "4..8 (default 4)")
         raise CheckpointError(f"checkpoint {path} was trained with {'PACT' if pact else 'ReLU6'} "
                               f"activations, this run uses --act {model.act}: pass --act {act}")
@@ -212,6 +214,8 @@ def load_model_state(model, ckpt, path=""):
         reason = _first_line(e).strip("'")
         raise CheckpointError(f"checkpoint {path} does not fit this model: its Nbit_dict "
                               f"{reason}") from None
+    if partial:
+        state = {**{k: v for k, v in model.state_dict().items() if k.endswith(".alpha")}, **state}
     problem = _mismatch(model.state_dict(), state)
     if problem:
         raise CheckpointError(f"checkpoint {path} does not fit this model ({problem}): give a "

@@ -63,7 +63,7 @@ class CUDAGraphStep:
 
         The capture runs on the warm-up stream, whose library handles and workspaces the
         warm-up created. ``thread_local``: only this thread's CUDA calls are barred during the
-        capture, so a DataLoader's pin-memory thread (``--loader torchvision``) may go on.
+        capture, so a DataLoader's worker-feeding threads (``--loader release``) may go on.
         """
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=self._stream(), capture_error_mode="thread_local"):

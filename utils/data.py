@@ -1,9 +1,10 @@
 """CIFAR-10/100 data: reading the official python-version batches and two loaders.
 
 ``DeviceLoader`` (the default) keeps a whole split on the training device and does
-random crop + flip + normalisation there, batch-vectorised. ``torchvision_loaders`` is
-the release's exact data path (PIL transforms in DataLoader workers). Both visit the
-samples of an epoch in the same order for the same ``seed`` and epoch.
+random crop + flip + normalisation there, batch-vectorised; each epoch's order comes from the
+seed and the epoch. ``release_loaders`` is the release's data path exactly: torchvision's PIL
+transforms in DataLoader workers, the order and the workers' seeds drawn from the global torch
+generator, so that a run seeded as the release's sees the release's batches.
 """
 import os
 import pickle
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from .errors import BSQError
 
@@ -22,6 +23,7 @@ MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
 PAD = 4  # RandomCrop(32, padding=4)
 DOWNLOAD_TIMEOUT_S = 10
+LOADERS = ("device", "release")
 
 
 class DataError(BSQError):
@@ -159,7 +161,7 @@ def load_cifar(name, root, train, download=True):
 
 
 def _epoch_generator(seed, epoch):
-    """CPU generator for one epoch, so shuffling is identical on every device and loader."""
+    """CPU generator of one epoch of the device loader: the same order on every device."""
     return torch.Generator().manual_seed(seed + epoch)
 
 
@@ -234,30 +236,6 @@ class DeviceLoader:
             yield x.float().div_(255).sub_(self.mean).div_(self.std), self.labels[idx]
 
 
-class _ShardSampler(Sampler):
-    """Indices ``order[rank::world_size]``, order a permutation from ``seed + epoch`` or 0..N-1."""
-
-    def __init__(self, n, shuffle, seed=0, rank=0, world_size=1):
-        self.n, self.shuffle, self.seed = n, shuffle, seed
-        self.rank, self.world_size = rank, world_size
-        self.num_samples = _shard(n, rank, world_size)
-        self.epoch = 0
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
-
-    def __len__(self):
-        return self.num_samples
-
-    def __iter__(self):
-        if self.shuffle:
-            order = torch.randperm(self.n, generator=_epoch_generator(self.seed, self.epoch))
-        else:
-            order = torch.arange(self.n)
-        self.epoch += 1
-        return iter(order[self.rank::self.world_size].tolist())
-
-
 class _ImageDataset(Dataset):
     """uint8 (N, 3, 32, 32) images and labels as (PIL image, int) pairs, like torchvision's."""
 
@@ -273,37 +251,37 @@ class _ImageDataset(Dataset):
         return self.transform(Image.fromarray(self.images[i])), self.labels[i]
 
 
-def torchvision_loaders(train_images, train_labels, test_images, test_labels, train_batch,
-                        test_batch, workers=2, seed=0, rank=0, world_size=1, pin_memory=False):
-    """The release's exact data path: DataLoaders with PIL transforms; they yield CPU tensors.
+def release_loaders(train_images, train_labels, test_images, test_labels, train_batch,
+                    test_batch, workers=4):
+    """The release's data path exactly: ``DataLoader(shuffle=True, num_workers=workers)`` over
+    the training split with ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip()``,
+    ``ToTensor()`` and ``Normalize``, and the test split in order, unaugmented.
 
-    Shuffling and sharding follow ``DeviceLoader`` (same order for the same seed and epoch;
-    ``loader.sampler.set_epoch``); crop/flip draws come from the workers' torch RNG. The test
-    split is never sharded: every rank evaluates all of it.
+    The samples are torchvision's CIFAR datasets' (PIL images of the same pixels, int labels).
+    Every iteration draws from the global torch generator, as the release's does: the workers'
+    base seed, and for the training split the permutation's seed; with ``workers = 0`` also the
+    crops and flips. A run seeded and drawing as the release's script so sees its batches. The
+    loaders yield CPU tensors.
     """
     from torchvision import transforms  # imported only on this path: 2 s at every start
 
     normalize = [transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
     augment = [transforms.RandomCrop(32, padding=PAD), transforms.RandomHorizontalFlip()]
-    train_tf = transforms.Compose(augment + normalize)
-    splits = [(train_images, train_labels, train_tf, train_batch, True, rank, world_size),
-              (test_images, test_labels, transforms.Compose(normalize), test_batch, False, 0, 1)]
-    return tuple(
-        DataLoader(_ImageDataset(images, labels, tf), batch_size=batch,
-                   sampler=_ShardSampler(len(labels), shuffle, seed, r, w),
-                   num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory,
-                   generator=torch.Generator().manual_seed(seed))
-        for images, labels, tf, batch, shuffle, r, w in splits)
+    train = _ImageDataset(train_images, train_labels, transforms.Compose(augment + normalize))
+    test = _ImageDataset(test_images, test_labels, transforms.Compose(normalize))
+    return (DataLoader(train, batch_size=train_batch, shuffle=True, num_workers=workers),
+            DataLoader(test, batch_size=test_batch, shuffle=False, num_workers=workers))
 
 
 class OnDevice:
-    """Wraps a DataLoader so batches arrive on ``device`` like DeviceLoader's."""
+    """Wraps a DataLoader so batches arrive on ``device`` like DeviceLoader's; its order is the
+    global generator's, so ``set_epoch`` changes nothing."""
 
     def __init__(self, loader, device):
         self.loader, self.device = loader, torch.device(device)
 
     def set_epoch(self, epoch):
-        self.loader.sampler.set_epoch(epoch)
+        pass
 
     def __len__(self):
         return len(self.loader)
@@ -313,23 +291,24 @@ class OnDevice:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
-def build_loaders(dataset, root, train_batch, test_batch, device, loader="device", workers=2,
+def build_loaders(dataset, root, train_batch, test_batch, device, loader="device", workers=4,
                   seed=0, rank=0, world_size=1, download=True):
     """Train and test loaders yielding (x float32 (B,3,32,32), y int64 (B,)) on ``device``.
 
-    Only the training split is sharded over ``world_size`` ranks; every rank tests on all of it.
-
-    ``loader`` is "device" (DeviceLoader) or "torchvision" (the release's DataLoader path).
-    Returns (train_loader, test_loader); both loaders have ``set_epoch``.
+    ``loader`` is "device" (``DeviceLoader``: only the training split is sharded over
+    ``world_size`` ranks; every rank tests on all of it) or "release" (``release_loaders``, the
+    release's single-process path). Returns (train_loader, test_loader); both have ``set_epoch``.
     """
-    if loader not in ("device", "torchvision"):
-        raise DataError(f"unknown loader {loader!r}: use --loader device or --loader torchvision")
+    if loader not in LOADERS:
+        raise DataError(f"unknown loader {loader!r}: use --loader device or --loader release")
+    if loader == "release" and world_size > 1:
+        raise DataError("--loader release is the release's single-process DataLoader (one global "
+                        f"random order), and this run has {world_size} processes: use --loader "
+                        "device under torchrun")
     train = load_cifar(dataset, root, True, download)
     test = load_cifar(dataset, root, False, download)
     if loader == "device":
         return (DeviceLoader(*train, train_batch, device, True, seed, rank, world_size),
                 DeviceLoader(*test, test_batch, device, False, seed))
-    pin = torch.device(device).type == "cuda"
-    train_loader, test_loader = torchvision_loaders(*train, *test, train_batch, test_batch, workers,
-                                                    seed, rank, world_size, pin)
+    train_loader, test_loader = release_loaders(*train, *test, train_batch, test_batch, workers)
     return OnDevice(train_loader, device), OnDevice(test_loader, device)

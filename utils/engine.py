@@ -34,16 +34,16 @@ class Speed:
     cuda_graphs: bool = False
 
 
-def make_step(model, optimizer, decay=0.0, amp=False, channels_last=False, net=None):
+def make_step(model, optimizer, decay=0.0, amp=False, channels_last=False, net=None, clamp=True):
     """The training step ``step(x, y)``: ``CE + decay * B / TP``, backward, optimizer step, clamp.
 
     ``net`` is what the forward pass calls, ``model`` (the ``BitModel``) unless given: its DDP
     wrapper or compiled view. ``amp`` runs the forward pass under bf16 autocast (the layers keep
     their quantizers in fp32); the regularizer is computed once per step, outside autocast, in
     fp32, and added as the release adds it: ``(decay * B) / TP`` (docs/method.md, "Objective").
-    Returns the step's ``[sum of CE, sum of B/TP, correct]`` over the batch as a (3,) device
-    tensor. The step makes no host sync and no host-to-device copy, so it can be captured as a
-    CUDA graph.
+    ``clamp``: ``model.clamp_()`` after the optimizer step (the release's BSQ clamps only with
+    ``--bin``). Returns ``meters(...)`` of the batch and ``B / TP``: a (3,) float64 device tensor.
+    The step makes no host sync and no host-to-device copy, so it can be captured as a CUDA graph.
     """
     net = model if net is None else net
     total_params = model.size()[0]  # TP: fixed by the architecture, whatever the precisions
@@ -53,30 +53,44 @@ def make_step(model, optimizer, decay=0.0, amp=False, channels_last=False, net=N
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, torch.bfloat16, enabled=amp, cache_enabled=False):
             logits = net(x)
-        ce = F.cross_entropy(logits.float(), y)
+        logits = logits.float()
+        ce = F.cross_entropy(logits, y)
         if decay:
             bits = model.regularizer()  # B of Eq. 5
             loss = ce + decay * bits / total_params
-            reg = bits.detach() / total_params
         else:
-            loss, reg = ce, torch.zeros_like(ce)
+            loss, bits = ce, torch.zeros_like(ce)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        model.clamp_()
-        n = y.numel()
-        return torch.stack([ce.detach() * n, reg * n, (logits.argmax(1) == y).sum()])
+        if clamp:
+            model.clamp_()
+        return torch.cat([meters(ce.detach(), logits.detach(), y),
+                          (bits.detach().double() / total_params).reshape(1)])
 
     return step
 
 
+def meters(ce, logits, y):
+    """The release's running meters of one batch of n: ``[CE * n, top-1 * n]`` in float64.
+
+    As the release computes them: ``CE`` the batch's mean cross-entropy and ``top-1`` its
+    accuracy in percent, ``correct * (100 / n)`` in fp32, each weighted by n in float64, so that
+    their sums over an epoch divided by its sample count are the release's figures bit for bit.
+    Top-1 is the first index of ``topk``, as the release counts it. Returns a (2,) tensor.
+    """
+    n = y.numel()
+    pred = logits.topk(1, 1, True, True)[1].t()  # (1, n)
+    top1 = pred.eq(y.view(1, -1)).reshape(-1).float().sum(0).mul(100.0 / n)
+    return torch.stack([ce.double() * n, top1.double() * n])
+
+
 def make_eval_step(model):
-    """The test step ``step(x, y)``: ``[sum of CE, correct]`` over the batch, a (2,) tensor."""
+    """The test step ``step(x, y)``: ``meters`` of the batch, a (2,) float64 tensor."""
 
     def step(x, y):
         logits = model(x)
-        return torch.stack([F.cross_entropy(logits, y, reduction="sum"),
-                            (logits.argmax(1) == y).sum()])
+        return meters(F.cross_entropy(logits, y), logits, y)
 
     return step
 
@@ -89,7 +103,7 @@ def make_optimizer(model, lr, momentum, wd):
                            foreach=True)
 
 
-def build_steps(model, optimizer, device, speed, decay=0.0):
+def build_steps(model, optimizer, device, speed, decay=0.0, clamp=True):
     """The training and test steps of a run, rebuilt after every precision change.
 
     The training step calls the model wrapped for DDP under torchrun, and compiled with
@@ -105,7 +119,7 @@ def build_steps(model, optimizer, device, speed, decay=0.0):
         warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_")
         own_graphs = one_gpu and not speed.cuda_graphs
         net = torch.compile(net, mode="reduce-overhead" if own_graphs else "default")
-    train = make_step(model, optimizer, decay, speed.amp, speed.channels_last, net)
+    train = make_step(model, optimizer, decay, speed.amp, speed.channels_last, net, clamp)
     test = make_eval_step(model)
     if speed.cuda_graphs:
         lrs = lambda: [group["lr"] for group in optimizer.param_groups]  # noqa: E731
@@ -117,42 +131,47 @@ def train_one_epoch(model, loader, step, progress=None):
     """One epoch of ``step`` (see ``make_step``) over ``loader``, ``model`` in train mode.
 
     ``progress`` (``utils.console.Progress``) is told after every step. Returns ``{"loss",
-    "reg", "acc"}``: mean cross-entropy, mean regularizer ``B/TP`` (0 when the step has no decay)
-    and training accuracy in percent. Raises ``NonFiniteLoss`` when the loss is NaN or infinite.
+    "reg", "acc"}``: mean cross-entropy, the regularizer ``B/TP`` at the epoch's last step (0
+    when the step has no decay), and training accuracy in percent, all as the release logs them.
+    Raises ``NonFiniteLoss`` when the loss is NaN or infinite.
     """
     model.train()
     device = next(model.parameters()).device
-    totals = torch.zeros(3, dtype=torch.float64, device=device)  # ce, reg, correct
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # ce * n, top-1 * n
+    reg = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
 
     def running():
-        ce_sum, _, correct = totals.tolist()
-        return ce_sum / count, 100 * correct / count
+        ce_sum, acc_sum = totals.tolist()
+        return ce_sum / count, acc_sum / count
 
     for i, (x, y) in enumerate(loader):
-        totals += step(x, y)
+        stats = step(x, y)
+        totals += stats[:2]
+        reg = stats[2]
         count += len(y)
         if progress is not None:
             progress.tick(i + 1, running)
     totals = torch.cat([totals, totals.new_tensor([count])])
-    ce_sum, reg_sum, correct, count = distributed.all_reduce_(totals).tolist()
-    if not math.isfinite(ce_sum + reg_sum):
-        raise NonFiniteLoss("the training loss became non-finite: lower --lr (or --decay); "
-                            "the last good checkpoint is kept")
-    return {"loss": ce_sum / count, "reg": reg_sum / count, "acc": 100 * correct / count}
+    ce_sum, acc_sum, count = distributed.all_reduce_(totals).tolist()
+    reg = reg.item()
+    if not math.isfinite(ce_sum + reg):
+        raise NonFiniteLoss("the training loss became non-finite: lower --lr (or --decay) and "
+                            "--resume; the last good checkpoint is kept")
+    return {"loss": ce_sum / count, "reg": reg, "acc": acc_sum / count}
 
 
 @torch.no_grad()
 def evaluate(model, loader, step=None):
-    """Test loss and accuracy (percent) of ``model`` in eval mode, through ``step`` when given
-    (e.g. ``make_eval_step`` replayed as a CUDA graph)."""
+    """Test loss and accuracy (percent) of ``model`` in eval mode, as the release computes them,
+    through ``step`` when given (e.g. ``make_eval_step`` replayed as a CUDA graph)."""
     model.eval()
     step = step or make_eval_step(model)
     device = next(model.parameters()).device
-    totals = torch.zeros(2, dtype=torch.float64, device=device)  # loss, correct
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # ce * n, top-1 * n
     count = 0
     for x, y in tqdm(loader, desc="test", file=sys.stderr, leave=False, disable=None):
         totals += step(x, y)
         count += len(y)
-    loss, correct = totals.tolist()
-    return {"loss": loss / count, "acc": 100 * correct / count}
+    loss, acc = totals.tolist()
+    return {"loss": loss / count, "acc": acc / count}

@@ -1,4 +1,8 @@
-"""``log.txt``: one tab-separated row per epoch, continued (never overwritten) by ``--resume``."""
+"""``log.txt``: one tab-separated row per epoch, continued (never overwritten) by ``--resume``.
+
+A line starting with ``# after epoch E:`` is a note between the rows (a flag a resume changed);
+readers skip it.
+"""
 import csv
 import io
 import os
@@ -10,6 +14,7 @@ from .files import atomic_write
 COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "reg", "test_loss", "test_acc", "comp",
            "avg_bits", "seconds")
 DIALECT = {"delimiter": "\t", "lineterminator": "\n"}
+NOTE = "# after epoch "
 
 
 class LogError(BSQError):
@@ -17,9 +22,11 @@ class LogError(BSQError):
 
 
 def _raw_rows(path):
-    """The rows of ``path`` as dicts of strings, blank lines skipped; ``LogError`` if damaged."""
+    """The rows of ``path`` as dicts of strings, blank lines and notes skipped; ``LogError`` if
+    damaged."""
     with open(path, newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t")
+        reader = csv.DictReader((line for line in f if not line.startswith(NOTE)),
+                                delimiter="\t")
         if tuple(reader.fieldnames or ()) != COLUMNS:
             raise LogError(f"{path} does not start with the header of log.txt: move it away "
                            "(or start a new run in another --checkpoint folder)")
@@ -54,14 +61,15 @@ def check_log(path):
 class EpochLog:
     """Appends one row per epoch to ``log.txt``. Under torchrun only rank 0 writes.
 
-    ``resume_epoch`` continues an interrupted run's table: rows up to that epoch are kept and
-    later ones (an epoch logged before its checkpoint was committed) are dropped. The table is
-    rewritten (atomically) at the first row, so a run that dies before it leaves the file as it
-    was.
+    ``resume_epoch`` continues an interrupted run's table: rows and notes up to that epoch are
+    kept and later ones (an epoch logged before its checkpoint was committed) are dropped; a
+    ``note`` is written after them. The table is rewritten (atomically) at the first row, so a
+    run that dies before it leaves the file as it was.
     """
 
-    def __init__(self, path, resume_epoch=None):
+    def __init__(self, path, resume_epoch=None, note=None):
         self.path, self.resume_epoch, self.started = path, resume_epoch, False
+        self.note = None if note is None else f"{NOTE}{resume_epoch or 0}: {note}\n"
 
     def append(self, row):
         if not is_main():
@@ -73,10 +81,17 @@ class EpochLog:
             return
         kept = []
         if self.resume_epoch is not None and os.path.exists(self.path):
-            kept = [r for r in _raw_rows(self.path) if int(r["epoch"]) <= self.resume_epoch]
-        atomic_write(self.path, "".join([_format(COLUMNS), *(_format(r.values()) for r in kept),
-                                         line]))
+            _raw_rows(self.path)  # intact, or LogError
+            with open(self.path, newline="") as f:
+                kept = [old for old in f.readlines()[1:] if old.strip()
+                        and _epoch_of(old) <= self.resume_epoch]
+        atomic_write(self.path, "".join([_format(COLUMNS), *kept, self.note or "", line]))
         self.started = True
+
+
+def _epoch_of(line):
+    """The epoch a row or a note of ``log.txt`` belongs to."""
+    return int(line.removeprefix(NOTE).split(":" if line.startswith(NOTE) else "\t", 1)[0])
 
 
 def _format(values):

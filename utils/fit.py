@@ -18,11 +18,12 @@ from .console import Progress, epoch_line
 from .engine import NonFiniteLoss, Speed, build_steps, evaluate, make_optimizer, train_one_epoch
 from .epochlog import EpochLog
 from .rng import rng_state, set_rng_state
+from .rundir import resume_changes
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """SGD's hyperparameters over a run: ``lr * gamma^k`` after k of the ``milestones``."""
+    """SGD's hyperparameters over a run: ``lr``, multiplied by ``gamma`` at each milestone."""
     epochs: int
     lr: float
     milestones: tuple = ()
@@ -35,7 +36,13 @@ class Schedule:
         return cls(args.epochs, args.lr, tuple(args.schedule), args.gamma, args.momentum, args.wd)
 
     def lr_at(self, epoch):
-        return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+        """The learning rate of ``epoch``, multiplied by ``gamma`` once at each milestone reached,
+        one fp32-visible product after another as the release updates it."""
+        lr = self.lr
+        for milestone in sorted(set(self.milestones)):
+            if epoch >= milestone:
+                lr *= self.gamma
+        return lr
 
     def optimizer(self, model):
         return make_optimizer(model, self.lr, self.momentum, self.wd)
@@ -54,16 +61,18 @@ def restore_training_state(optimizer, ckpt):
 
 
 def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), decay=0.0,
-        before_epoch=None, resume=None, start_epoch=0, progress_every=60.0, record=None):
+        clamp=True, before_epoch=None, resume=None, start_epoch=0, best_acc=0.0,
+        progress_every=60.0, record=None):
     """Train ``model`` (a ``BitModel``) for epochs ``start_epoch .. schedule.epochs - 1``.
 
     Each epoch: ``before_epoch(epoch)`` (when it returns True the parameter shapes changed: the
     optimizer, whose momentum restarts, and the steps are rebuilt, after checking under torchrun
-    that every rank holds the same model); the lr of the schedule; training; test; then the
-    epoch's row in ``folder/log.txt`` and its checkpoints in ``folder``. ``resume`` is a loaded
-    checkpoint whose epoch, optimizer, best accuracy and RNG state continue. ``record`` (the
-    flags) is stored in every checkpoint. Returns the last epoch's test statistics and the best
-    test accuracy.
+    that every rank holds the same model); the lr of the schedule; training (``clamp``: after
+    each step, see ``make_step``); test; then the epoch's row in ``folder/log.txt`` and its
+    checkpoints in ``folder``: ``model_best`` when the test accuracy beats ``best_acc``, the best
+    so far, as in the release. ``resume`` is a loaded checkpoint whose epoch, optimizer, best
+    accuracy and RNG state continue. ``record`` (the flags) is stored in every checkpoint.
+    Returns the last epoch's test statistics and the best test accuracy.
     """
     device = next(model.parameters()).device
     if speed.channels_last:  # the float 4-d weights; weights built from planes follow the input
@@ -71,12 +80,15 @@ def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), de
             if p.dim() == 4:
                 p.data = p.data.contiguous(memory_format=torch.channels_last)
     optimizer = schedule.optimizer(model)
-    best_acc = 0.0
     if resume is not None:
         restore_training_state(optimizer, resume)
         start_epoch, best_acc = resume.get("epoch") or 0, resume.get("best_acc") or 0.0
-    train_step, test_step = build_steps(model, optimizer, device, speed, decay)
-    log = EpochLog(os.path.join(folder, "log.txt"), start_epoch if resume is not None else None)
+    train_step, test_step = build_steps(model, optimizer, device, speed, decay, clamp)
+    changes = resume_changes(record, resume) if resume is not None and record else ""
+    if changes:
+        print(f"resuming after epoch {start_epoch} with {changes}")
+    log = EpochLog(os.path.join(folder, "log.txt"), start_epoch if resume is not None else None,
+                   f"resumed with {changes}" if changes else None)
     progress = Progress(schedule.epochs, start_epoch, progress_every,
                         quiet=not distributed.is_main())
     test = {"acc": None}
@@ -84,7 +96,7 @@ def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), de
         if before_epoch is not None and before_epoch(epoch):
             distributed.check_replicas(model)
             optimizer = schedule.optimizer(model)
-            train_step, test_step = build_steps(model, optimizer, device, speed, decay)
+            train_step, test_step = build_steps(model, optimizer, device, speed, decay, clamp)
         lr = schedule.lr_at(epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -99,14 +111,16 @@ def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), de
             raise NonFiniteLoss("the test loss became non-finite: lower --lr (or --decay); the "
                                 "last good checkpoint is kept")
         seconds = time.perf_counter() - start
+        is_best = test["acc"] > best_acc
         best_acc = max(best_acc, test["acc"])
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
                "reg": train["reg"], "test_loss": test["loss"], "test_acc": test["acc"],
                "comp": model.compression(), "avg_bits": model.avg_bits(), "seconds": seconds}
         state = checkpoint_state(model, epoch=epoch + 1, acc=test["acc"], best_acc=best_acc,
                                  optimizer=optimizer, args=record, rng=rng_state())
-        if test["acc"] == best_acc:
-            save_checkpoint(state, os.path.join(folder, "model_best.pth.tar"))
+        best = os.path.join(folder, "model_best.pth.tar")
+        if is_best or not os.path.exists(best):
+            save_checkpoint(state, best)
         log.append(row)
         # Written last: a run killed before this line resumes from the previous epoch and
         # redoes this one, rewriting model_best and this log row identically.

@@ -21,9 +21,10 @@ from .files import FILE_MODE, remove_stale_temps
 RUN_FILES = ("checkpoint.pth.tar", "model_best.pth.tar", "log.txt", "best_bin.pth.tar",
              "best_float.pth.tar", "scheme.json")
 LOCK = ".lock"
-RESUME_FLAGS = ("arch", "depth", "dataset", "act", "loader", "train_batch", "lr", "schedule",
-                "gamma", "momentum", "wd", "decay", "L1", "Prun_Int", "thre", "amp", "model",
-                "manualSeed")  # what a resumed run must share with the run it continues
+RESUME_FLAGS = ("arch", "depth", "dataset", "act", "loader", "train_batch", "schedule", "gamma",
+                "momentum", "wd", "L1", "Prun_Int", "thre", "amp", "model", "manualSeed",
+                "corrected")  # what a resumed run must share with the run it continues
+CHANGEABLE = ("lr", "decay")  # what a resumed run may change (after a non-finite loss)
 
 
 def option(dest):
@@ -52,6 +53,14 @@ def _check_writable(folder):
         raise BSQError(f"--checkpoint {folder}: {path} is a file, not a folder: pick another path")
     if not os.access(path, os.W_OK | os.X_OK):
         raise BSQError(f"--checkpoint {folder}: {path} is not writable: pick another path")
+
+
+def resume_changes(args, ckpt):
+    """The ``CHANGEABLE`` flags this ``--resume`` changes, as ``--lr 0.01 (was 0.1)``, or ""."""
+    recorded, given = ckpt.get("args") or {}, vars(args)
+    return ", ".join(f"{option(d)} {_shown(given[d])} (was {_shown(recorded[d])})"
+                     for d in CHANGEABLE if d in recorded and d in given
+                     and given[d] != recorded[d])
 
 
 def check_resume(args, ckpt):

@@ -7,11 +7,15 @@ from typing import NamedTuple
 import torch
 
 from . import distributed
-from .cli import check_flags
+from .cli import RELEASE_SEED, check_flags
+from .corrections import Corrections
 from .data import build_loaders, num_classes
 from .engine import Speed
 from .errors import BSQError
 from .rundir import check_run
+
+
+KEPT_ON_RESUME = {"manualSeed": RELEASE_SEED, "corrected": False}  # flag -> default when new
 
 
 class Run(NamedTuple):
@@ -37,16 +41,19 @@ def prepare(args, writes=True):
 def setup(args, resume=None):
     """Seed the generators, pick the device (joining torchrun); returns it.
 
-    ``args.manualSeed`` becomes the seed used, so that checkpoints record it: the flag's, else
-    the resumed run's (``resume``, its loaded checkpoint), else a random one.
+    A flag left out whose value a ``--resume`` keeps (``KEPT_ON_RESUME``) becomes the resumed
+    run's (``resume``, its loaded checkpoint), else its default: so ``args.manualSeed`` is the
+    seed used (the release's 1234 by default), and checkpoints record it. ``random`` and torch
+    are seeded from it, as in the release.
     """
     if args.gpu_id is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu_id
+    recorded = (resume or {}).get("args") or {}
+    for dest, default in KEPT_ON_RESUME.items():
+        if getattr(args, dest, default) is None:
+            setattr(args, dest, default if recorded.get(dest) is None else recorded[dest])
     if hasattr(args, "manualSeed"):
-        if args.manualSeed is None and resume is not None:
-            args.manualSeed = (resume.get("args") or {}).get("manualSeed")
-        if args.manualSeed is None:
-            args.manualSeed = random.randint(1, 10000)
+        random.seed(args.manualSeed)
         torch.manual_seed(args.manualSeed)
     if getattr(args, "deterministic", False):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -76,6 +83,19 @@ def loaders(args, device):
                          getattr(args, "manualSeed", 0), rank, world_size)
 
 
+RESUMED_BY = {"float": ("a float model's", "cifar_train.py"),
+              "bits": ("a bit-representation (BSQ) run's", "cifar_prune_STE.py"),
+              "finetune": ("a finetune run's", "cifar_finetune.py")}
+
+
+def check_resumed_form(model, args, form):
+    """A ``--resume`` checkpoint holds the form this script trains (``form``)."""
+    if getattr(args, "resume", "") and model.form != form:
+        whose, script = RESUMED_BY[model.form]
+        raise BSQError(f"--resume {args.resume} is {whose} checkpoint: resume it with {script}, "
+                       "or start from it with --model")
+
+
 def check_form(model, args, path):
     """``--bin`` says ``path`` holds a bit-representation model (bits or finetune form), its
     absence a float one, as in the release."""
@@ -88,4 +108,4 @@ def check_form(model, args, path):
 def model_config(args):
     """The keyword arguments of ``models.build_model`` that the flags describe."""
     return {"arch": args.arch, "depth": args.depth, "num_classes": num_classes(args.dataset),
-            "act": args.act}
+            "act": args.act, "corrections": Corrections.from_args(args)}

@@ -20,10 +20,13 @@ class WeightQuant(torch.autograd.Function):
     docs/method.md, "Bit representation": the forward pass of both the bit representation
     (``x = sum_i (p_i - n_i) e_i``) and the finetune form (``x = w``). The gradient is passed
     straight through everywhere, also where ``|x| > 1`` (continuous bits may exceed the range).
+    ``Q_0(x) = x * 0``, as in the release.
     """
 
     @staticmethod
     def forward(ctx, x, nbits):
+        if nbits == 0:
+            return x * 0
         step = levels(nbits)
         return torch.round(x.clamp(-1.0, 1.0) * step).div_(step)  # see ``ActQuant``: no sign
 

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models import BitConv2d, BitLinear
-from utils.bits import encode, plane_value, requantize
+from utils.bits import drop_planes, encode, plane_value, requantize
+from utils.corrections import CORRECTED
 
 FP32_EPS = torch.finfo(torch.float32).eps
 HALF_ULP = 2.0 ** -24  # relative error of one float32 rounding
@@ -146,15 +147,34 @@ def test_requantize_is_idempotent_up_to_the_scale_chain(state):
 
 
 @settings(max_examples=300, deadline=None)
-@given(bit_states())
-def test_requantize_is_the_release_arithmetic_bit_for_bit(state):
-    """At t = 0 (the recipe's): planes, scale and precision equal the release's, except that an
-    all-zero tensor is precision 0 here and 1 there (README, deviations)."""
+@given(bit_states(), st.sampled_from([0.0, 5.0, 20.0, 60.0]), st.booleans())
+def test_requantize_is_the_release_arithmetic_bit_for_bit(state, thre, bias):
+    """Planes, scale and precision equal the release's at every threshold, for weights and for
+    the classifier's bias."""
     p, n, scale, nbits = state
-    ours = requantize(p, n, scale, nbits, thre=0.0)
-    theirs = release.requantize(p, n, scale, nbits, thre=0.0)
-    assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
-    assert torch.equal(ours[2], theirs[2])
+    ours = requantize(p, n, scale, nbits, thre, bias=bias)
+    theirs = release.requantize(p, n, scale, nbits, thre, bias)
+    assert all(torch.equal(a, b) for a, b in zip(ours[:3], theirs[:3])) and ours[3] == theirs[3]
+
+
+@settings(max_examples=200, deadline=None)
+@given(bit_states(), st.sampled_from([0.0, 5.0, 20.0, 60.0]), st.booleans())
+def test_drop_planes_is_the_releases_on_continuous_planes(state, thre, bias):
+    """What the release does to a loaded bit model (its planes as they are, not rounded)."""
+    ours = drop_planes(*state, thre, bias)
+    theirs = release.prune(*state, thre, bias)
+    assert all(torch.equal(a, b) for a, b in zip(ours[:3], theirs[:3])) and ours[3] == theirs[3]
+
+
+@settings(max_examples=300, deadline=None)
+@given(bit_states())
+def test_the_corrected_requantize_is_the_releases_at_threshold_zero(state):
+    """At t = 0 (the recipe's) the method's plane dropping is the release's, but for an
+    all-zero tensor: precision 0 with ``--corrected``, one zero plane in the release."""
+    p, n, scale, nbits = state
+    ours = requantize(p, n, scale, nbits, 0.0, CORRECTED)
+    theirs = requantize(p, n, scale, nbits, 0.0)
+    assert all(torch.equal(a, b) for a, b in zip(ours[:3], theirs[:3]))
     assert max(ours[3], 1) == theirs[3] and (ours[3] > 0 or not theirs[0].any())
 
 
@@ -162,9 +182,23 @@ def test_a_single_sparse_msb_saturates_as_in_the_release():
     code = torch.tensor([7, 1, 2, 2, 2, 2, 2, 2, 2, 2, -3, 0])  # 1 of 12 has the MSB: 8.3%
     p, n = encode(code, 3)
     for thre in (5.0, 10.0, 40.0):
-        ours = requantize(p, n, torch.tensor(0.8), 3, thre)
+        ours = requantize(p, n, torch.tensor(0.8), 3, thre, CORRECTED)
         theirs = release.requantize(p, n, torch.tensor(0.8), 3, thre)
         assert all(torch.equal(a, b) for a, b in zip(ours[:3], theirs[:3])) and ours[3] == theirs[3]
+
+
+def test_the_releases_slicing_loses_the_first_of_two_sparse_msbs():
+    """Codes 4 and 2 (planes 100, 010) among many 1s: both MSB planes are sparse. The method
+    ORs both into the LSB (4 -> 1, 2 -> 1); the release slices each from the planes as they
+    were, so the first one's OR is lost (4 -> 0). At 1 bit the release's weights skip the
+    saturation, its bias does not; here the sums equal 1, so both stay exact."""
+    code = torch.tensor([4, 2] + [1] * 18)  # 5% and 5% in the two MSB planes
+    p, n = encode(code, 3)
+    release_p = requantize(p, n, torch.tensor(1.0), 3, 15.0)
+    method_p = requantize(p, n, torch.tensor(1.0), 3, 15.0, CORRECTED)
+    assert release_p[3] == method_p[3] == 1
+    assert decode(*release_p[:2]).tolist()[:3] == [0, 1, 1]
+    assert decode(*method_p[:2]).tolist()[:3] == [1, 1, 1]
 
 
 def test_growth_adds_one_bit_and_rescales():
@@ -182,7 +216,7 @@ def test_eight_bits_clip_instead_of_growing():
     assert nbits2 == 8 and torch.equal(p2, torch.ones(3, 8)) and scale2.item() == 1.0
 
 
-def test_threshold_saturates_a_sparse_msb_and_drops_sparse_lsbs():
+def test_threshold_saturates_a_sparse_msb_and_drops_sparse_lsbs():  # in both orders
     # 10 weights at N = 3 with codes 7, 1, 2, 2, 2, 2, 2, 2, 2, 2 and t = 15%:
     # the MSB has 10% nonzeros (< 15%): OR-ed into lower planes, 7 -> 3, N = 2;
     # then the LSB has 2 of 10 nonzeros (20% > 15%): kept.

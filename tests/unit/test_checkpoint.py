@@ -6,6 +6,7 @@ import torch
 
 from helpers import malicious_checkpoint
 from models import resnet
+from utils.corrections import CORRECTED, RELEASE
 from utils.checkpoint import (CheckpointError, checkpoint_state, load_checkpoint, load_model_state,
                               save_checkpoint)
 
@@ -63,10 +64,11 @@ def test_release_float_checkpoint_loads(images, tmp_path):
     assert model.form == "float" and torch.equal(model(images), source(images))
 
 
+@pytest.mark.parametrize("corrections", [RELEASE, CORRECTED], ids=["release", "corrected"])
 @pytest.mark.parametrize("form", ["bits", "finetune", "float"])
-def test_our_checkpoint_round_trips(form, images, tmp_path):
+def test_our_checkpoint_round_trips(form, corrections, images, tmp_path):
     torch.manual_seed(0)
-    model = resnet(depth=8, act=2).to_bits_(8)
+    model = resnet(depth=8, act=2, corrections=corrections).to_bits_(8)
     with torch.no_grad():  # a mixed scheme: empty top planes in some layers, a dead one
         model.conv1.pweight[..., :3] = 0
         model.conv1.nweight[..., :3] = 0
@@ -80,11 +82,12 @@ def test_our_checkpoint_round_trips(form, images, tmp_path):
     save_checkpoint(checkpoint_state(model, epoch=3, acc=50.0, best_acc=51.0), path)
     ckpt = load_checkpoint(path)
     assert ckpt["epoch"] == 3 and ckpt["arch"]["depth"] == 8 and ckpt["arch"]["form"] == form
-    loaded = load_model_state(resnet(depth=8, act=2), ckpt).eval()
+    loaded = load_model_state(resnet(depth=8, act=2, corrections=corrections), ckpt).eval()
     assert loaded.form == form
     if form != "float":
+        dead = 1 if form == "bits" and corrections == RELEASE else 0  # the release keeps 1 bit
         assert loaded.scheme() == model.scheme()
-        assert loaded.conv1.precision() == [5, 0] and loaded.layer2[0].conv2.precision() == [0, 0]
+        assert loaded.conv1.precision() == [5, 0] and loaded.layer2[0].conv2.precision() == [dead, 0]
     assert torch.equal(loaded(images), model(images))
 
 

@@ -15,7 +15,7 @@ TRAINING = {"--epochs", "--start-epoch", "--lr", "--schedule", "--gamma", "--mom
             "--resume", "--train-batch", "--manualSeed", "--deterministic", "--amp",
             "--channels-last", "--compile", "--cuda-graphs", "--progress"}
 BSQ = {"--decay", "--L1", "--Prun_Int", "--thre"}
-NOT_LISTED = {  # flags that would do nothing in the script
+NOT_LISTED = {  # flags that would do nothing in the script (but those of the unused group)
     "cifar_train": BSQ | {"--Nbits", "--bin", "--dict", "--export", "--load"},
     "cifar_prune_STE": {"--dict", "--export", "--load"},
     "cifar_finetune": BSQ | {"--dict", "--export", "--load"},
@@ -39,14 +39,46 @@ RELEASE_COMMANDS = {  # the original README's command lines, verbatim
 }
 
 
+UNUSED = "accepted for the release's command lines; unused, as in the release"
+COMMON = {"-d": "cifar10", "-j": 4, "--start-epoch": 0, "--train-batch": 128, "--test-batch": 100,
+          "--Nbits": 4, "--act": 4, "--lr": 0.1, "--drop": 0, "--schedule": [150, 225],
+          "--gamma": 0.1, "--momentum": 0.9, "--wd": 5e-4, "-c": "checkpoint", "--resume": "",
+          "--model": None, "-a": "resnet20", "--depth": 29, "--block-name": "BasicBlock",
+          "--cardinality": 8, "--widen-factor": 4, "--growthRate": 12, "--compressionRate": 2,
+          "--manualSeed": 1234, "-e": False, "--gpu-id": "0"}
+RELEASE_PARSERS = {  # every flag of the release's three parsers, with the release's default
+    "cifar_prune_STE": {**COMMON, "--epochs": 350, "--bin": False, "--Prun_Int": 50, "--thre": 0.0,
+                        "--decay": 0.01, "--L1": False},
+    "cifar_finetune": {**COMMON, "--epochs": 300, "--bin": False},
+    "convert": {**COMMON, "--epochs": 300, "--decay": 0.01, "--dict": None},
+}
+OURS = {  # where the release's default cannot run here, or changes no number (README)
+    "-a": "resnet",  # resnet20 is not among the release's own choices
+    "--depth": 20,  # 29 is not 6n+2: the release's ResNet refuses it
+    "--model": "", "--dict": "",  # none, spelt "" (a flag given as "" is none too)
+    "--gpu-id": None,  # CUDA_VISIBLE_DEVICES is left as it is unless given
+    "--manualSeed": None,  # 1234 unless --resume keeps the run's (utils/setup.py)
+}
+SAMPLES = {"-d": "cifar100", "-a": "resnet", "--depth": "20", "--block-name": "basicblock",
+           "--schedule": ["10", "20"], "-c": "out", "--resume": "r.pth.tar", "--model": "m.pth.tar",
+           "--dict": "d.pth.tar", "--gpu-id": "1", "--act": "2", "--Nbits": "8"}
+
+
 def options(parser):
     return {s for a in parser._actions for s in a.option_strings if s.startswith("--")}
+
+
+def used_options(parser):
+    unused = next((g for g in parser._action_groups if g.title == UNUSED), None)
+    listed = {id(a) for a in unused._group_actions} if unused else set()
+    return {s for a in parser._actions if id(a) not in listed for s in a.option_strings
+            if s.startswith("--")}
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_help_lists_only_flags_the_script_uses_each_explained_once(script):
     parser = importlib.import_module(script).get_args_parser()
-    assert not options(parser) & NOT_LISTED[script]
+    assert not used_options(parser) & NOT_LISTED[script]
     for action in parser._actions:
         if action.option_strings and action.dest != "help":
             assert action.help, action.dest
@@ -60,6 +92,35 @@ def test_the_release_command_lines_parse_as_they_are(script):
     args = importlib.import_module(script).get_args_parser().parse_args(
         RELEASE_COMMANDS[script].split())
     assert args.depth == 20 and args.act == 4 and args.Nbits == 8
+
+
+@pytest.mark.parametrize("script", sorted(RELEASE_PARSERS))
+def test_every_flag_of_the_releases_parser_parses_with_its_default(script):
+    parser = importlib.import_module(script).get_args_parser()
+    defaults = parser.parse_args([])
+    for flag, default in RELEASE_PARSERS[script].items():
+        action = parser._option_string_actions[flag]
+        unused = action.dest.startswith("unused_")
+        assert getattr(defaults, action.dest) == (default if unused else OURS.get(flag, default))
+        sample = SAMPLES.get(flag, [] if action.nargs == 0 else [str(default)])
+        given = parser.parse_args([flag, *([sample] if isinstance(sample, str) else sample)])
+        assert getattr(given, action.dest) not in (None, "") or action.nargs == 0, flag
+    if script == "convert":  # its training flags change nothing, as in the release
+        unused = next(g for g in parser._action_groups if g.title == UNUSED)
+        assert TRAINING & {"--epochs", "--lr", "--resume", "--manualSeed"} <= {
+            s for a in unused._group_actions for s in a.option_strings}
+
+
+@pytest.mark.parametrize("flags, message", [
+    ("-a vgg19_bn", "vgg19_bn is accepted by the release's parser, but BSQ is implemented for "
+                    "the CIFAR ResNet only"),
+    ("--block-name Bottleneck", "Bottleneck blocks have no bit representation"),
+    ("--Prun_Int -1", "-1 is not >= 0")])
+def test_release_values_that_cannot_work_here_are_one_line(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        importlib.import_module("cifar_prune_STE").get_args_parser().parse_args(flags.split())
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and message in err and err.count("\n") == 1
 
 
 def test_values_are_checked_as_they_are_parsed():

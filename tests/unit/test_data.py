@@ -12,7 +12,7 @@ from cifar_fixture import make_cifar
 
 import utils.data as data
 from utils.data import (MEAN, STD, DataError, DeviceLoader, build_loaders, load_cifar, num_classes,
-                        torchvision_loaders)
+                        release_loaders)
 
 LAYOUTS = {  # dataset: (folder, train files, test files, label key)
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
@@ -215,15 +215,15 @@ def test_augmentation_is_a_crop_of_the_zero_padded_image():
     assert [set(seen[:, i].tolist()) for i in range(3)] == [{0, 1}, set(range(9)), set(range(9))]
 
 
-def test_augmentation_statistics_match_torchvision():
+def test_augmentation_statistics_match_the_release_loader():
     n = 4000
     images = position_image().expand(n, 3, 32, 32).contiguous()
     labels = torch.zeros(n, dtype=torch.long)
     device_x = torch.cat([x for x, _ in DeviceLoader(images, labels, 500, "cpu", train=True)])
     torch.manual_seed(0)
-    train, _ = torchvision_loaders(images, labels, images[:1], labels[:1], 500, 1, workers=0)
-    torchvision_x = torch.cat([x for x, _ in train])
-    results = [decode_crops(x) for x in (device_x, torchvision_x)]
+    train, _ = release_loaders(images, labels, images[:1], labels[:1], 500, 1, workers=0)
+    release_x = torch.cat([x for x, _ in train])
+    results = [decode_crops(x) for x in (device_x, release_x)]
     se = math.sqrt(0.25 / n)
     for top, left, flips in results:
         assert abs(flips.float().mean().item() - 0.5) < 4 * se
@@ -237,21 +237,54 @@ def test_augmentation_statistics_match_torchvision():
         assert (difference.abs() < bound).all()
 
 
-@pytest.mark.parametrize("rank, world_size", [(0, 1), (1, 2)])
-def test_torchvision_path_agrees_with_device_loader(rank, world_size):
-    images, ids = id_images(130)
-    shard = dict(seed=5, rank=rank, world_size=world_size)
-    train, test = torchvision_loaders(images, ids, images, ids, 32, 32, workers=0, **shard)
-    device_train = DeviceLoader(images, ids, 32, "cpu", train=True, **shard)
-    for epoch in (0, 1):
-        train.sampler.set_epoch(epoch)
-        device_train.set_epoch(epoch)
-        assert torch.equal(epoch_ids(train), epoch_ids(device_train))
-    assert len(train) == len(device_train)
-    device_test = DeviceLoader(images, ids, 32, "cpu", train=False)  # every rank tests on all
-    for (xa, ya), (xb, yb) in zip(test, device_test, strict=True):
-        assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    assert torch.equal(epoch_ids(test), ids)
+def literal_release_loaders(root, workers):
+    """The release's data path as its scripts state it: torchvision's CIFAR10 (its integrity
+    checks off, as for the release's own runs on local copies), its transforms, its loaders."""
+    from torchvision import datasets, transforms
+
+    class Local(datasets.CIFAR10):
+        def _check_integrity(self):
+            return True
+
+        def _load_meta(self):
+            self.classes = [f"class_{i}" for i in range(10)]
+
+    normalize = transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+    train = transforms.Compose([transforms.RandomCrop(32, padding=4),
+                                transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize])
+    test = transforms.Compose([transforms.ToTensor(), normalize])
+    return (torch.utils.data.DataLoader(Local(root, train=True, transform=train), batch_size=48,
+                                        shuffle=True, num_workers=workers),
+            torch.utils.data.DataLoader(Local(root, train=False, transform=test), batch_size=30,
+                                        shuffle=False, num_workers=workers))
+
+
+def two_epochs(train, test):
+    """Every batch of two epochs (each a training pass, then a test pass) and the global torch
+    generator's state afterwards."""
+    batches = [batch for _ in range(2) for loader in (train, test) for batch in loader]
+    return batches, torch.get_rng_state()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_release_loader_is_the_releases_data_path(cifar10_root, workers):
+    """Same seed, same batches (indices, crops, flips, normalisation) over two epochs, and the
+    global generator left in the same state, so the draws after them agree too."""
+    torch.manual_seed(7)
+    expected, expected_state = two_epochs(*literal_release_loaders(cifar10_root, workers))
+    torch.manual_seed(7)
+    got, state = two_epochs(*build_loaders("cifar10", cifar10_root, 48, 30, "cpu", "release",
+                                           workers, seed=99, download=False))
+    assert len(got) == len(expected) == 2 * (math.ceil(200 / 48) + math.ceil(100 / 30))
+    for (x, y), (ex, ey) in zip(got, expected, strict=True):
+        assert torch.equal(x, ex) and torch.equal(y, ey)
+    assert torch.equal(state, expected_state)
+    assert not torch.equal(expected[0][1], expected[len(expected) // 2][1])  # epochs differ
+
+
+def test_release_loader_refuses_several_processes(cifar10_root):
+    with pytest.raises(DataError, match="--loader device under torchrun"):
+        build_loaders("cifar10", cifar10_root, 48, 30, "cpu", "release", 0, rank=0, world_size=2)
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -275,7 +308,7 @@ def test_ranks_take_disjoint_shards_with_the_same_augmentation(train):
     assert [len(s) for s in shards] == [51, 50]
 
 
-@pytest.mark.parametrize("loader", ["device", "torchvision"])
+@pytest.mark.parametrize("loader", ["device", "release"])
 def test_build_loaders(loader, cifar100_root):
     train, test = build_loaders("cifar100", cifar100_root, 64, 40, "cpu", loader=loader,
                                 workers=2, download=False)

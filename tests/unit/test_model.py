@@ -1,9 +1,12 @@
 """The CIFAR ResNet: forms, size accounting, scheme, clamping, precision 0."""
+import copy
+
 import pytest
 import torch
 
 from models import BitLayer, resnet
 from utils.bits import plane_value
+from utils.corrections import CORRECTED
 
 
 def names_of_quantized_layers(depth):
@@ -44,9 +47,9 @@ def test_depth_must_be_6n_plus_2():
         resnet(depth=21)
 
 
-def test_forms_give_identical_logits(images):
+def test_forms_give_identical_logits_when_corrected(images):
     torch.manual_seed(0)
-    model = resnet(depth=8, num_classes=10, act=4).to_bits_(6).eval()
+    model = resnet(depth=8, num_classes=10, act=4, corrections=CORRECTED).to_bits_(6).eval()
     bits = model(images)
     assert torch.equal(model.to_finetune_()(images), bits)
     assert model.form == "finetune"
@@ -54,8 +57,46 @@ def test_forms_give_identical_logits(images):
     assert torch.equal(model.to_float_()(images), bits)
 
 
-def test_clamp_touches_only_the_method_tensors():
-    model = resnet(depth=8).to_bits_(8)
+def test_the_releases_forms(images):
+    """As the release: the finetune form has no classifier bias in its forward pass (but keeps
+    it), and the float form of bits is ``scale * sum_i (p_i - n_i) e_i``."""
+    torch.manual_seed(0)
+    model = resnet(depth=8, num_classes=10, act=4).to_bits_(6).eval()
+    bits = model(images)
+    no_bias = copy.deepcopy(model)
+    with torch.no_grad():
+        no_bias.fc.pbias.zero_(), no_bias.fc.nbias.zero_()
+    model.to_finetune_()
+    assert model.fc.quantized("bias") is None and model.fc.bias is not None
+    assert torch.equal(model(images), no_bias(images)) and not torch.equal(model(images), bits)
+    assert torch.equal(model.to_bits_()(images), bits)  # the bias came back with the bits
+    expected = {name: plane_value(m.pweight, m.nweight) * m.scale for name, m in model.quant_layers()}
+    model.to_float_()
+    assert all(torch.equal(m.weight, expected[name]) for name, m in model.quant_layers())
+
+
+def test_the_releases_clamp_takes_every_parameter_by_name():
+    model = resnet(depth=8, act=2).to_bits_(8)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(2.5)
+    model.clamp_()
+    clamped = {n for n, p in model.named_parameters() if torch.all(p == 2.0)}
+    assert clamped == {n for n, _ in model.named_parameters() if "scale" not in n and "bn" not in n}
+    assert {"layer2.0.downsample.0.weight", "layer2.0.downsample.1.bias",
+            "layer1.0.relu1.alpha", "fc.pbias"} <= clamped
+    model.to_finetune_()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.7)
+    model.clamp_()
+    clamped = {n for n, p in model.named_parameters() if torch.all(p == 1.0)}
+    assert clamped == {n for n, _ in model.named_parameters() if "weight" in n and "bn" not in n}
+    assert "layer2.0.downsample.1.weight" in clamped and "fc.bias" not in clamped
+
+
+def test_clamp_touches_only_the_method_tensors_when_corrected():
+    model = resnet(depth=8, corrections=CORRECTED).to_bits_(8)
     with torch.no_grad():
         for p in model.parameters():
             p.fill_(2.5)
@@ -75,13 +116,18 @@ def test_clamp_touches_only_the_method_tensors():
     assert torch.all(model.conv1.weight == 1.0) and torch.all(shortcut.weight == 1.7)
 
 
-def test_precision_zero_layer_outputs_zero_and_stays_zero(images):
-    model = resnet(depth=8).to_bits_(8)
+def zeroed(corrections=CORRECTED):
+    """An 8-bit ResNet-8 whose layer1.0.conv2 is all zero, re-quantized."""
+    model = resnet(depth=8, corrections=corrections).to_bits_(8)
     with torch.no_grad():
         model.layer1[0].conv2.pweight.zero_()
         model.layer1[0].conv2.nweight.zero_()
     model.requantize_()
-    conv = model.layer1[0].conv2
+    return model, model.layer1[0].conv2
+
+
+def test_precision_zero_layer_outputs_zero_and_stays_zero_when_corrected(images):
+    model, conv = zeroed()
     assert conv.precision() == [0, 0] and conv.pweight.shape[-1] == 1
     assert torch.equal(conv.quantized("weight"), torch.zeros_like(conv.quantized("weight")))
     model(images).sum().backward()
@@ -90,6 +136,23 @@ def test_precision_zero_layer_outputs_zero_and_stays_zero(images):
     assert bits == 8 * (total - conv.pweight.numel())
     model.to_finetune_()
     assert model.layer1[0].conv2.precision() == [0, 0]
+
+
+def test_the_releases_zero_layer_keeps_one_bit_and_its_gradients(images):
+    model, conv = zeroed(corrections=resnet().corrections)
+    assert conv.precision() == [1, 0] and conv.pweight.requires_grad
+    total, bits = model.size()
+    assert bits == 8 * (total - conv.pweight.numel()) + conv.pweight.numel()  # counted 1 bit
+    model(images).sum().backward()
+    assert conv.pweight.grad.abs().sum() > 0  # it can come back
+    model.zero_grad()
+    model.to_finetune_()
+    conv = model.layer1[0].conv2
+    assert conv.precision() == [0, 0] and model.size()[1] == bits - conv.weight.numel()
+    out = conv.quantized("weight")
+    assert not out.any()
+    model(images).sum().backward()  # Q_0(w) = w * 0 passes the gradient straight through
+    assert conv.weight.grad.abs().sum() > 0 and conv.scale.grad == 0
 
 
 def test_activation_quantizers_follow_act():

@@ -34,7 +34,8 @@ def test_release_layout_gives_the_logits_of_our_layout(form, scale_shape, images
     save_checkpoint(checkpoint_state(model), tmp_path / "ours.pth.tar")
     expected = model(images)
     for name in ("release.pth.tar", "ours.pth.tar"):
-        loaded = load_model_state(resnet(depth=8), load_checkpoint(tmp_path / name)).eval()
+        loaded = load_model_state(resnet(depth=8, corrections=model.corrections),
+                                  load_checkpoint(tmp_path / name)).eval()
         assert loaded.form == form
         assert torch.equal(loaded(images), expected), name
 
@@ -45,12 +46,19 @@ def test_our_files_store_0_dim_scales_like_the_release(tmp_path):
     assert state["conv1.scale"].shape == () and state["fc.biasscale"].shape == ()
 
 
-def test_parameters_are_in_the_release_order():
+@pytest.mark.parametrize("form", ["bits", "finetune", "float"])
+def test_parameters_are_in_the_release_order(form):
     """The release's modules register conv1, bn1, conv2, bn2, then the activations (PACT's
-    alphas), then the shortcut; a bit layer holds pweight, nweight, scale (then the bias's)."""
+    alphas), then the shortcut; a bit layer holds pweight, nweight, scale (then the bias's),
+    in finetune form its scales first (scale, biasscale, weight, bias), so optimizer states
+    line up in every form."""
+    order = {"bits": ("pweight", "nweight", "scale", "pbias", "nbias", "biasscale"),
+             "finetune": ("scale", "biasscale", "weight", "bias"),
+             "float": ("weight", "bias")}[form]
+
     def layer(name, bias=False):
-        return [f"{name}.{k}" for k in ("pweight", "nweight", "scale")] + \
-            ([f"{name}.{k}" for k in ("pbias", "nbias", "biasscale")] if bias else [])
+        return [f"{name}.{k}" for k in order
+                if bias or k not in ("pbias", "nbias", "biasscale", "bias")]
 
     def bn(name):
         return [f"{name}.weight", f"{name}.bias"]
@@ -63,7 +71,10 @@ def test_parameters_are_in_the_release_order():
         if stage != "layer1":
             expected += [f"{block}.downsample.0.weight"] + bn(f"{block}.downsample.1")
     expected += layer("fc", bias=True)
-    assert [n for n, _ in resnet(depth=8, act=2).to_bits_(8).named_parameters()] == expected
+    model = resnet(depth=8, act=2).to_bits_(8)
+    if form != "bits":
+        getattr(model.to_finetune_(), f"to_{form}_")()
+    assert [n for n, _ in model.named_parameters()] == expected
 
 
 def test_a_file_that_does_not_fit_names_the_tensor_and_both_shapes(tmp_path):

@@ -2,25 +2,28 @@
 
 The reference (``release_arith``) sums planes, quantizes weights and activations, builds the
 regularizer and adds it in the release's operation order; SGD with momentum and weight decay;
-then clamps the bit tensors to [0, 2] (only those: README, deviation 1). The release's SGD loops
-over the tensors one by one; ours uses the multi-tensor kernels, which must give the same numbers.
+then clamps to [0, 2] what the release clamps: every parameter named without ``scale`` or
+``bn`` (with ``--corrected``: the bit tensors only). The release's SGD loops over the tensors one
+by one; ours uses the multi-tensor kernels, which must give the same numbers.
 """
 import copy
 
+import pytest
 import release_arith as release
 import torch
 import torch.nn.functional as F
 
 from models import resnet
+from utils.corrections import CORRECTED, RELEASE
 from utils.engine import make_optimizer, make_step
 
 DEPTH, LR, DECAY, MOMENTUM, WD = 8, 0.1, 0.05, 0.9, 1e-4
 
 
-def start_model():
+def start_model(corrections):
     """An 8-bit ResNet-8 whose planes are continuous, as mid-way through BSQ."""
     torch.manual_seed(0)
-    model = resnet(depth=DEPTH).to_bits_(8)
+    model = resnet(depth=DEPTH, corrections=corrections).to_bits_(8)
     with torch.no_grad():
         for _, m in model.quant_layers():
             for p, n, _ in m.bit_groups():
@@ -28,8 +31,9 @@ def start_model():
     return model
 
 
-def test_three_bsq_steps_equal_the_release_arithmetic():
-    ours = start_model().train()
+@pytest.mark.parametrize("corrections", [RELEASE, CORRECTED], ids=["release", "corrected"])
+def test_three_bsq_steps_equal_the_release_arithmetic(corrections):
+    ours = start_model(corrections).train()
     state = {k: v.clone() for k, v in copy.deepcopy(ours).state_dict().items()}
     names = [name for name, _ in ours.named_parameters()]
     params = [state[name].requires_grad_() for name in names]
@@ -38,7 +42,10 @@ def test_three_bsq_steps_equal_the_release_arithmetic():
               for layer in scheme for i, (p, n) in enumerate([("pweight", "nweight"),
                                                               ("pbias", "nbias")])
               if f"{layer}.{p}" in state]
-    bit_tensors = [t for p, n, _ in groups for t in (p, n)]
+    if corrections.clamp:
+        clamped = [t for p, n, _ in groups for t in (p, n)]
+    else:
+        clamped = [state[k] for k in names if "scale" not in k and "bn" not in k]
     reference = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WD, foreach=False)
     step = make_step(ours, make_optimizer(ours, LR, MOMENTUM, WD), DECAY)
     g = torch.Generator().manual_seed(1)
@@ -53,12 +60,12 @@ def test_three_bsq_steps_equal_the_release_arithmetic():
         loss.backward()
         reference.step()
         with torch.no_grad():
-            for t in bit_tensors:
+            for t in clamped:
                 t.copy_(torch.where(t > 2, torch.full_like(t, 2), t))
                 t.copy_(torch.where(t < 0, torch.full_like(t, 0), t))
 
-        assert stats[0] == ce.detach() * len(y), i  # the same loss, bit for bit
-        assert stats[1] == reg.detach() / total_params * len(y), i
+        assert stats[0] == ce.item() * len(y), i  # the same loss, bit for bit, as logged
+        assert stats[2] == reg.item() / total_params, i
         for key, value in ours.state_dict().items():
             if not key.endswith("num_batches_tracked"):
                 assert torch.equal(value, state[key]), (i, key)
