@@ -85,7 +85,7 @@ class BitLayer:
         ``Q_0(w) = w * 0`` passes the gradient straight through to ``w``.
         """
         nbits = self.nbits[slot]
-        if nbits == 0 and not self._trains(self.form, 0):
+        if nbits == 0 and not self._trains(self.form, 0, slot):
             return scale.new_zeros(self.shapes[slot])
         return WeightQuant.apply(self._value(slot), nbits) * scale
 
@@ -104,9 +104,12 @@ class BitLayer:
         return getattr(self, NAMES[slot].scale)
 
     # -- parameter bookkeeping --------------------------------------------------------------
-    def _trains(self, form, nbits):
-        """Whether a tensor at precision ``nbits`` in ``form`` gets gradients: all do but those
-        at precision 0 in bits form, and, with ``corrections.zero_precision``, in any form."""
+    def _trains(self, form, nbits, slot="weight"):
+        """Whether ``slot`` at precision ``nbits`` in ``form`` gets gradients: all tensors do but
+        those at precision 0 in bits form (with ``corrections.zero_precision``, in any form), and
+        a classifier bias that the finetune forward pass leaves out (see ``quantized``)."""
+        if form == "finetune" and slot == "bias" and not self.corrections.fc_bias:
+            return False
         zero_frozen = form == "bits" or self.corrections.zero_precision
         return form == "float" or nbits > 0 or not zero_frozen
 
@@ -160,7 +163,7 @@ class BitLayer:
             else:
                 tensors = {slot: ref.new_zeros(shape), names.scale: ref.new_zeros(())}
             self.nbits[slot] = nb
-            self._install(slot, tensors, self._trains(form, nb))
+            self._install(slot, tensors, self._trains(form, nb, slot))
         self.form = form
 
     # -- conversions between forms ------------------------------------------------------------
@@ -202,7 +205,7 @@ class BitLayer:
             if self.nbits[slot] == 1 and not bool(w.any()):
                 self.nbits[slot] = 0
             self._install(slot, {slot: w, NAMES[slot].scale: scale},
-                          self._trains("finetune", self.nbits[slot]))
+                          self._trains("finetune", self.nbits[slot], slot))
         self.form = "finetune"
 
     @torch.no_grad()

@@ -15,10 +15,10 @@ class Corrections:
     clamp: bool = False  # 1: clamp only bit planes (BSQ, also without --bin) / finetune weights w
     fc_bias: bool = False  # 2: the finetune forward pass keeps the classifier bias
     zero_precision: bool = False  # 3: an all-zero tensor goes to precision 0 and stays zero
-    thre_order: bool = False  # 5: --thre > 0 ORs every dropped MSB plane into the lower ones
-    load_rounding: bool = False  # 6: a loaded bit model is re-quantized, not only plane-dropped
-    best_float: bool = False  # 7: best_float holds scale * Q_N(w), the weights the model uses
-    own_acc: bool = False  # 8: best_bin / best_float record their own test accuracy
+    thre_order: bool = False  # 4: --thre > 0 ORs every dropped MSB plane into the lower ones
+    load_rounding: bool = False  # 5: a loaded bit model is re-quantized, not only plane-dropped
+    best_float: bool = False  # 6: best_float holds scale * Q_N(w), the weights the model uses
+    own_acc: bool = False  # 7: best_bin / best_float record their own test accuracy
 
     @classmethod
     def from_args(cls, args):

@@ -67,13 +67,15 @@ def world(tmp_path_factory, cifar10_root):
             with open(batch, "wb") as f:
                 pickle.dump({"data": torch.zeros(0, 3072, dtype=torch.uint8).numpy(),
                              "labels": []}, f)
-    for name in ("protected", "badlog", "recorded", "negvar"):
+    for name in ("protected", "badlog", "recorded", "negvar", "finetuned"):
         (root / name).mkdir()
     _save(bits, root / "protected" / "checkpoint.pth.tar")
     shutil.copy(root / "bits8.pth.tar", root / "protected" / "model_best.pth.tar")
     (root / "protected" / "log.txt").write_text("\t".join(COLUMNS) + "\n")
     _save(bits.to_finetune_(), root / "badlog" / "checkpoint.pth.tar", epoch=1)
     (root / "badlog" / "log.txt").write_text("\t".join(COLUMNS) + "\ngarbage\n")
+    _save(bits, root / "finetuned" / "checkpoint.pth.tar", epoch=1)
+    (root / "finetuned" / "log.txt").write_text("\t".join(COLUMNS) + "\n")
     flags = argparse.Namespace(decay=0.01, lr=0.1, L1=True, Prun_Int=100, depth=8,
                                model="bits8.pth.tar")
     _save(resnet(depth=8).to_bits_(8), root / "recorded" / "checkpoint.pth.tar", epoch=3,
@@ -119,13 +121,19 @@ CASES = [  # (script, arguments, words the one line must contain)
      "already holds a run"),
     ("cifar_finetune.py", "--bin --resume badlog/checkpoint.pth.tar --checkpoint badlog",
      "damaged at line 2"),
-    ("cifar_prune_STE.py", "--bin --L1 --decay 0.5 --resume recorded/checkpoint.pth.tar "
-                           "--checkpoint recorded", "made with --decay 0.01, not --decay 0.5"),
-    ("cifar_prune_STE.py", "--bin --L1 --decay 0.01 --resume recorded/checkpoint.pth.tar "
+    ("cifar_prune_STE.py", "--bin --L1 --Prun_Int 7 --resume recorded/checkpoint.pth.tar "
+                           "--checkpoint recorded", "made with --Prun_Int 100, not --Prun_Int 7"),
+    ("cifar_prune_STE.py", "--bin --L1 --Prun_Int 100 --resume recorded/checkpoint.pth.tar "
                            "--checkpoint recorded --epochs 2", "more than --epochs 2"),
-    ("cifar_prune_STE.py", "--bin --L1 --model float8.pth.tar --resume "
+    ("cifar_prune_STE.py", "--bin --L1 --Prun_Int 100 --model float8.pth.tar --resume "
                            "recorded/checkpoint.pth.tar --checkpoint recorded",
      "made with --model bits8.pth.tar, not --model float8.pth.tar"),
+    ("cifar_prune_STE.py", "--bin --L1 --resume finetuned/checkpoint.pth.tar --checkpoint "
+                           "finetuned", "is a finetune run's checkpoint: resume it with "
+                                        "cifar_finetune.py"),
+    ("cifar_finetune.py", "--bin --resume recorded/checkpoint.pth.tar --checkpoint recorded "
+                          "--epochs 5",
+     "is a bit-representation (BSQ) run's checkpoint: resume it with cifar_prune_STE.py"),
     ("convert.py", f"--depth 14 --model float14.pth.tar --dict bits8.pth.tar {WRITE}",
      "no scheme for layers"),
     ("convert.py", f"--model bits8.pth.tar {WRITE}", "already a bits model"),
@@ -143,7 +151,9 @@ CASES = [  # (script, arguments, words the one line must contain)
     ("cifar_prune_STE.py", f"--act four {WRITE}", "'four' is not an integer"),
     ("cifar_prune_STE.py", f"--thre 150 {WRITE}", "--thre: 150"),
     ("cifar_prune_STE.py", f"-j -1 {WRITE}", "--workers: -1"),
-    ("cifar_prune_STE.py", f"--Prun_Int 0 {WRITE}", "--Prun_Int: 0"),
+    ("cifar_prune_STE.py", f"--Prun_Int -1 {WRITE}", "--Prun_Int: -1"),
+    ("cifar_prune_STE.py", f"-a vgg19_bn {WRITE}", "the CIFAR ResNet only"),
+    ("cifar_prune_STE.py", f"--block-name Bottleneck {WRITE}", "use --block-name BasicBlock"),
     ("cifar_prune_STE.py", f"--manualSeed -1 {WRITE}", "--manualSeed: -1"),
     ("cifar_prune_STE.py", f"--schedule 5 -5 {WRITE}", "--schedule: -5"),
     ("cifar_prune_STE.py", f"--data-root nowhere/data {WRITE}", "cifar-10-batches-py"),

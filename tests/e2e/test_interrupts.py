@@ -16,7 +16,7 @@ from helpers import REPO, run_script
 from utils.checkpoint import load_checkpoint
 from utils.files import FILE_MODE
 
-BSQ = "--depth 8 --bin --L1 --Prun_Int 2 --train-batch 16 --manualSeed 1 --progress 0"
+BSQ = "--depth 8 --Nbits 8 --bin --L1 --Prun_Int 2 --train-batch 16 --manualSeed 1 --progress 0"
 
 
 def start(cwd, script, args):

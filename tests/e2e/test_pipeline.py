@@ -128,10 +128,11 @@ def strict_json(line):
 
 
 def test_a_run_that_empties_every_layer_reports_null_compression(tmp_path, cifar10_root):
-    """alpha 1e5 zeroes every bit plane: the regularizer becomes 0, the run ends normally, and
-    the compression (32 TP / 0) is null in strict JSON, 'undefined' in the text."""
+    """alpha 1e5 zeroes every bit plane: with --corrected (precision 0) the regularizer becomes
+    0, the run ends normally, and the compression (32 TP / 0) is null in strict JSON, 'undefined'
+    in the text."""
     proc = run(tmp_path, "cifar_prune_STE.py", f"--depth 8 --epochs 2 --Prun_Int 1 --decay 1e5 "
-               f"--L1 --bin --data-root {cifar10_root} --checkpoint z --manualSeed 0")
+               f"--L1 --bin --data-root {cifar10_root} --checkpoint z --manualSeed 0 --corrected")
     fig = strict_json(proc.stdout.strip().splitlines()[-1])
     assert fig["comp"] is None and fig["avg_bits"] == 0.0
     assert all(n == [0, 0] for n in fig["scheme"].values())

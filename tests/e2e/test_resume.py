@@ -20,7 +20,7 @@ def assert_same_model(a, b):
 
 def log_epochs(folder):
     with open(os.path.join(folder, "log.txt")) as f:
-        return [int(r.split("\t")[0]) for r in f.read().splitlines()[1:]]
+        return [int(r.split("\t")[0]) for r in f.read().splitlines()[1:] if not r.startswith("#")]
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,38 @@ def test_finetune_resume_after_sigkill_is_bit_identical(uninterrupted, faults):
     for name in ("best_bin.pth.tar", "best_float.pth.tar", "checkpoint.pth.tar"):
         assert_same_model(os.path.join(cwd, "ft_straight", name), os.path.join(cwd, folder, name))
     assert log_epochs(os.path.join(cwd, folder)) == [1, 2, 3]
+
+
+def test_the_release_loader_resumes_bit_identically(start):
+    """--loader release draws from the global generator, whose state the checkpoint keeps."""
+    cwd, common = start
+    flags = f"{common} {BSQ} --epochs 3 --loader release -j 0"
+    run(cwd, "cifar_prune_STE.py", f"{flags} --checkpoint release_straight")
+    run(cwd, "cifar_prune_STE.py", f"{flags} --checkpoint release_killed",
+        faults=("--kill-epoch", "2", "--kill-step", "2"), expect=-signal.SIGKILL)
+    run(cwd, "cifar_prune_STE.py", f"{flags} --checkpoint release_killed "
+                                   "--resume release_killed/checkpoint.pth.tar")
+    for name in ("checkpoint.pth.tar", "model_best.pth.tar"):
+        assert_same_model(os.path.join(cwd, "release_straight", name),
+                          os.path.join(cwd, "release_killed", name))
+
+
+def test_a_resume_keeps_corrected_and_may_change_lr_and_decay(start):
+    """After a non-finite loss the advice is a lower --lr or --decay: --resume takes them, says
+    so, records them in the checkpoint and notes them in log.txt; --corrected is the run's."""
+    cwd, common = start
+    flags = f"{common} --Prun_Int 2 --decay 3 --L1 --bin --model start/model_best.pth.tar"
+    run(cwd, "cifar_prune_STE.py", f"{flags} --corrected --epochs 2 --checkpoint changed")
+    proc = run(cwd, "cifar_prune_STE.py", f"{flags} --epochs 3 --lr 0.05 --decay 1 --checkpoint "
+                                          "changed --resume changed/checkpoint.pth.tar")
+    assert "resuming after epoch 2 with --lr 0.05 (was 0.1), --decay 1.0 (was 3.0)" in proc.stdout
+    recorded = load_checkpoint(os.path.join(cwd, "changed", "checkpoint.pth.tar"))["args"]
+    assert (recorded["lr"], recorded["decay"], recorded["corrected"]) == (0.05, 1.0, True)
+    with open(os.path.join(cwd, "changed", "log.txt")) as f:
+        lines = f.read().splitlines()
+    assert lines[3] == "# after epoch 2: resumed with --lr 0.05 (was 0.1), --decay 1.0 (was 3.0)"
+    assert [line.split("\t")[:2] for line in lines[1:3] + lines[4:]] == [
+        ["1", "0.1"], ["2", "0.1"], ["3", "0.05"]]
 
 
 def test_deterministic_reruns_are_bit_identical(uninterrupted):

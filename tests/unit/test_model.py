@@ -68,6 +68,7 @@ def test_the_releases_forms(images):
         no_bias.fc.pbias.zero_(), no_bias.fc.nbias.zero_()
     model.to_finetune_()
     assert model.fc.quantized("bias") is None and model.fc.bias is not None
+    assert not model.fc.bias.requires_grad  # unused: frozen, as DDP needs (and SGD skips it)
     assert torch.equal(model(images), no_bias(images)) and not torch.equal(model(images), bits)
     assert torch.equal(model.to_bits_()(images), bits)  # the bias came back with the bits
     expected = {name: plane_value(m.pweight, m.nweight) * m.scale for name, m in model.quant_layers()}
