@@ -13,6 +13,7 @@ import copy
 import os
 
 from models import load_model
+from utils.board import open_board
 from utils.checkpoint import checkpoint_state, save_checkpoint
 from utils.cli import RECIPE, Parser, add_bit_flags, add_training_flags
 from utils.console import summary, times
@@ -65,10 +66,11 @@ def main(args):
     print(f"finetuning ResNet-{args.depth} at {model.avg_bits():.3f} bits per weight "
           f"({times(model.compression())}), seed {args.manualSeed}, {run.device}")
     folder = args.checkpoint
+    board = open_board(args, run.resume)
     with open_run(args):
         fit(model, run.train_loader, run.test_loader, Schedule.from_args(args), folder,
             speed=run.speed, resume=run.resume, start_epoch=args.start_epoch,
-            progress_every=args.progress, record=args)
+            progress_every=args.progress, record=args, board=board)
         best, best_ckpt = load_model(os.path.join(folder, "model_best.pth.tar"),
                                      **model_config(args))
         best_acc = best_ckpt["acc"]
@@ -84,7 +86,8 @@ def main(args):
         write_scheme_json(best, os.path.join(folder, "scheme.json"), acc)
     print(f"best model written to {folder}/best_float.pth.tar and {folder}/best_bin.pth.tar: "
           f"test accuracy {acc:.2f}%")
-    return summary(best, acc, best_acc, os.path.join(folder, "best_bin.pth.tar"))
+    return board.finish(args, summary(best, acc, best_acc,
+                                      os.path.join(folder, "best_bin.pth.tar")))
 
 
 if __name__ == "__main__":
