@@ -37,6 +37,7 @@ JOB_RECORD = "job.json"
 CANCEL_WAIT_S = 30.0  # how long a cancelled local job may take to end
 REQUEUES = 20  # time limits a SLURM job may hit, each time requeued and resumed
 FOREVER_MIN = 10 ** 7  # a local job's time limit: none
+TIME_MIN = 24 * 60  # a SLURM job's, by default
 
 
 class StageFailed(BSQError):
@@ -68,7 +69,7 @@ def add_launcher_flags(parser):
                        help="CPUs of each SLURM job per node (slurm; default: the cluster's)")
     group.add_argument("--mem", type=number(float, 0, lo_open=True), default=None,
                        metavar="GB", help="memory of each SLURM job per node (slurm)")
-    group.add_argument("--time", type=number(int, 1), default=24 * 60, metavar="MINUTES",
+    group.add_argument("--time", type=number(int, 1), default=TIME_MIN, metavar="MINUTES",
                        help="time limit of each SLURM job; a job at its limit is requeued and "
                             f"resumes, up to {REQUEUES} times (slurm)")
     group.add_argument("--partition", default=None, help="SLURM partition (slurm)")
@@ -78,7 +79,8 @@ def add_launcher_flags(parser):
                                                   "or qos=high (slurm; repeatable)")
 
 
-SLURM_ONLY = ("nodes", "cpus_per_job", "mem", "partition", "account", "slurm_param")
+SLURM_ONLY = {"nodes": 1, "cpus_per_job": None, "mem": None, "time": TIME_MIN, "partition": None,
+              "account": None, "slurm_param": []}  # the flags that set a SLURM job, and defaults
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class Resources:
     nodes: int = 1
     cpus: int = None
     mem_gb: float = None
-    time_min: int = 24 * 60
+    time_min: int = TIME_MIN
     partition: str = None
     account: str = None
     params: tuple = ()  # (name, value) pairs of other sbatch options
@@ -98,7 +100,7 @@ class Resources:
     @classmethod
     def from_args(cls, args):
         if args.launcher == "local":
-            given = [f for f in SLURM_ONLY if getattr(args, f) not in (None, [], 1)]
+            given = [f for f, default in SLURM_ONLY.items() if getattr(args, f) != default]
             if given:
                 raise BSQError(f"--{given[0].replace('_', '-')} sets a SLURM job: add --launcher "
                                "slurm, or drop it")

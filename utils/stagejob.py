@@ -87,8 +87,9 @@ class StageJob(submitit.helpers.Checkpointable):
         return self.command + (["--resume", checkpoint] if os.path.isfile(checkpoint) else [])
 
     def argv(self, task):
-        """``script_argv`` for this ``task`` (a ``submitit.JobEnvironment``): as it is, or under
-        torchrun with ``processes`` ranks on each of ``nodes`` nodes, rank 0's node leading."""
+        """``script_argv`` as it is, or under torchrun with ``processes`` ranks on each of
+        ``nodes`` nodes; across nodes, ``task`` (a ``submitit.JobEnvironment``) says which node
+        this is, and the first one leads."""
         script = self.script_argv()
         if self.processes * self.nodes == 1:
             return script
