@@ -335,7 +335,8 @@ class SlurmLauncher(Launcher):
         return {k: v for k, v in parameters.items() if v is not None}
 
     def find(self, stage, job_id):
-        return submitit.SlurmJob(self.folder(stage), job_id, tasks=list(range(self.resources.nodes)))
+        nodes = range(self.resources.nodes)
+        return submitit.SlurmJob(self.folder(stage), job_id, tasks=list(nodes))
 
 
 LAUNCHERS = {"local": LocalLauncher, "slurm": SlurmLauncher}

@@ -69,11 +69,10 @@ def slurm(tmp_path, monkeypatch):
     yield fake
     for job_id in fake.submitted():  # nothing outlives the test
         if (folder / job_id / "steps").exists():
-            with pytest.MonkeyPatch.context():
-                try:
-                    fake.signal(job_id, signal.SIGKILL)
-                except OSError:
-                    pass
+            try:
+                fake.signal(job_id, signal.SIGKILL)
+            except OSError:
+                pass  # ended
 
 
 def wait_until(condition, what, timeout=300):
@@ -195,9 +194,8 @@ def test_the_driver_interrupted_and_rerun_submits_nothing_twice(slurm, tmp_path,
     def bsq_job():
         """The id of the BSQ stage's latest job once its script runs, else None."""
         ids = [i for i, script in slurm.submitted().items() if script.startswith(bsq)]
-        if ids and slurm.state(ids[-1]) == "RUNNING" and (slurm.folder / ids[-1] / "steps").exists():
-            return ids[-1]
-        return None
+        started = ids and (slurm.folder / ids[-1] / "steps").exists()
+        return ids[-1] if started and slurm.state(ids[-1]) == "RUNNING" else None
 
     # Ctrl-C while the BSQ stage runs: its job is cancelled, and the sweep says how to go on
     driver = start_sweep(tmp_path, args, "first")
@@ -215,6 +213,8 @@ def test_the_driver_interrupted_and_rerun_submits_nothing_twice(slurm, tmp_path,
     wait_until(lambda: bsq_job() not in (None, first), "the second BSQ job")
     second = bsq_job()
     slurm.signal(second, signal.SIGSTOP)
+    record = out / "alpha-20" / "bsq" / JOB_RECORD
+    wait_until(lambda: json.loads(record.read_text())["job_id"] == second, "the job's record")
     driver.kill()
     driver.wait(timeout=60)
 
