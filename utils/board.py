@@ -51,19 +51,21 @@ NO_BOARD = NullBoard()
 
 class Board(NullBoard):
     """The event files of the run in ``folder``; ``resume_epoch``: the epochs a resumed run has
-    done (None for a run started afresh). The writer opens at the first event, so a run that
-    stops before its first epoch touches nothing."""
+    done (None for a run started afresh). Events are written with each epoch's row, right before
+    its checkpoint (a re-quantization's precisions wait for the row of the epoch they start), so
+    a run that fails before its first epoch's checkpoint leaves the folder as it was."""
 
     def __init__(self, folder, resume_epoch=None):
         self.folder, self.resume_epoch = folder, resume_epoch
         self.last_epoch = resume_epoch or 0
-        self.writer = None
+        self.pending, self.writer = [], None  # (tag, value, step) not yet written
 
-    def _scalar(self, tag, value, step):
+    def _add(self, tag, value, step):
         if value is not None and math.isfinite(value):
-            self._open().add_scalar(tag, value, step)
+            self.pending.append((tag, value, step))
 
-    def _open(self):
+    def _write(self):
+        """The pending events, on disk; the writer opens at the first."""
         if self.writer is None:
             from torch.utils.tensorboard import SummaryWriter  # imported only by runs that log
             if self.resume_epoch is None:
@@ -71,21 +73,24 @@ class Board(NullBoard):
                     os.unlink(path)
             purge = None if self.resume_epoch is None else self.resume_epoch + 1
             self.writer = SummaryWriter(self.folder, purge_step=purge)
+        for tag, value, step in self.pending:
+            self.writer.add_scalar(tag, value, step)
+        self.pending = []
+        self.writer.flush()
         return self.writer
 
     def epoch(self, row):
-        """Epoch ``row["epoch"]``'s row of ``log.txt``, on disk before its checkpoint is."""
+        """Epoch ``row["epoch"]``'s row of ``log.txt``."""
         for column, tag in TAGS.items():
-            self._scalar(tag, row[column], row["epoch"])
+            self._add(tag, row[column], row["epoch"])
         self.last_epoch = row["epoch"]
-        self.writer.flush()
+        self._write()
 
     def precisions(self, epoch, scheme):
         """``scheme`` (``{layer: [N_weight, N_bias]}``) as set before epoch ``epoch``."""
         for layer, (weight, bias) in scheme.items():
-            self._scalar(f"precision/{layer}", weight, epoch)
-            self._scalar(f"precision_bias/{layer}", bias, epoch)
-        self._open().flush()
+            self._add(f"precision/{layer}", weight, epoch)
+            self._add(f"precision_bias/{layer}", bias, epoch)
 
     def finish(self, flags, figures):
         """The run's ``flags`` (an argparse namespace) as hparams, with the final ``figures`` (the
@@ -96,13 +101,13 @@ class Board(NullBoard):
             self.precisions(step, figures["scheme"])
         metrics = {f"final/{k}": figures[k] for k in FINAL
                    if figures.get(k) is not None and math.isfinite(figures[k])}
-        flags = {k: " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
-                 for k, v in sorted(vars(flags).items()) if v is not None}
-        writer = self._open()
-        for summary in hparams(flags, metrics):
-            writer.file_writer.add_summary(summary, step)
         for tag, value in metrics.items():
-            self._scalar(tag, value, step)
+            self._add(tag, value, step)
+        values = {k: " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+                  for k, v in sorted(vars(flags).items()) if v is not None}
+        writer = self._write()
+        for summary in hparams(values, metrics):
+            writer.file_writer.add_summary(summary, step)
         self.close()
         return figures
 

@@ -41,9 +41,12 @@ def test_a_resumed_run_shows_each_epoch_once_and_a_fresh_run_starts_clean(tmp_pa
     """The first run logged epochs 1-3 but saved its checkpoint at epoch 2 only (killed during
     epoch 3's save, its writer never closed): the resumed run's epoch 3 replaces the first's."""
     first = Board(str(tmp_path))
+    first.precisions(1, {"conv1": [8, 0]})
     for epoch in (1, 2, 3):
+        if epoch == 3:
+            first.precisions(3, {"conv1": [6, 0]})
         first.epoch(row(epoch, 10.0))
-    first.precisions(3, {"conv1": [6, 0]})
+    assert board_scalars(tmp_path)["precision/conv1"] == [(1, 8), (3, 6)]
     resumed = Board(str(tmp_path), resume_epoch=2)
     resumed.precisions(3, {"conv1": [5, 0]})
     for epoch in (3, 4):
@@ -52,7 +55,7 @@ def test_a_resumed_run_shows_each_epoch_once_and_a_fresh_run_starts_clean(tmp_pa
     assert len(events(tmp_path)) == 2  # appended: the first run's file is kept
     scalars = board_scalars(tmp_path)
     assert scalars["train/acc"] == [(1, 10.0), (2, 10.0), (3, 50.0), (4, 50.0)]
-    assert scalars["precision/conv1"] == [(3, 5)]
+    assert scalars["precision/conv1"] == [(1, 8), (3, 5)]
     again = Board(str(tmp_path))  # not resumed: --overwrite, or no epoch was ever saved
     again.epoch(row(1, 70.0))
     again.close()
@@ -74,6 +77,12 @@ def test_final_figures_are_hparams_and_non_finite_numbers_are_left_out(tmp_path)
     hparams, metrics = board_hparams(tmp_path)
     assert hparams == {"decay": 0.02, "L1": 1.0, "schedule": "150 250", "arch": "resnet"}
     assert sorted(metrics) == ["final/acc", "final/avg_bits", "final/best_acc"]
+
+
+def test_a_run_that_fails_before_its_first_epoch_writes_nothing(tmp_path):
+    board = Board(str(tmp_path), resume_epoch=4)
+    board.precisions(5, {"conv1": [8, 0]})  # re-quantized, then the epoch's loss is non-finite
+    assert os.listdir(tmp_path) == []
 
 
 def test_no_tensorboard_writes_nothing(tmp_path):
