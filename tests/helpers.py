@@ -1,5 +1,6 @@
 """What several test modules share: the repository path, running a script, test models."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -96,6 +97,19 @@ def board_scalars(folder):
     events.Reload()
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
             for tag in events.Tags()["scalars"]}
+
+
+def assert_board_is_the_log(folder):
+    """The TensorBoard scalars of the run in ``folder`` hold its ``log.txt`` rows, epoch for
+    epoch (as float32, against log.txt's 6 digits); returns them."""
+    from utils.board import TAGS
+    from utils.epochlog import read_log
+    scalars, log = board_scalars(folder), read_log(os.path.join(folder, "log.txt"))
+    for column, tag in TAGS.items():
+        assert [step for step, _ in scalars[tag]] == log["epoch"], tag
+        for (_, value), logged in zip(scalars[tag], log[column]):
+            assert math.isclose(value, logged, rel_tol=1e-5, abs_tol=1e-7), (tag, value, logged)
+    return scalars
 
 
 def board_hparams(folder):
