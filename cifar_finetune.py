@@ -16,6 +16,7 @@ import copy
 import os
 
 from models import load_model
+from utils.board import open_board
 from utils.checkpoint import checkpoint_state, read_scheme, save_checkpoint
 from utils.cli import (RELEASE_CHECKPOINT, RELEASE_DEFAULTS, Parser, add_bit_flags,
                        add_corrected_flag, add_training_flags)
@@ -90,6 +91,7 @@ def main(args):
     folder = args.checkpoint
     print(f"finetuning ResNet-{args.depth}, seed {args.manualSeed}, "
           f"{'corrected' if args.corrected else 'as the release'}, {run.device}")
+    board = open_board(args, run.resume)
     with open_run(args):
         best_acc = 0.0
         if run.resume is None:
@@ -101,7 +103,7 @@ def main(args):
         last, best_acc = fit(model, run.train_loader, run.test_loader, Schedule.from_args(args),
                              folder, speed=run.speed, resume=run.resume, best_acc=best_acc,
                              start_epoch=args.start_epoch, progress_every=args.progress,
-                             record=args)
+                             record=args, board=board)
         best, best_ckpt = load_model(os.path.join(folder, "model_best.pth.tar"),
                                      **model_config(args))
         best.to(run.device)
@@ -123,7 +125,8 @@ def main(args):
         write_scheme_json(best, os.path.join(folder, "scheme.json"), acc)
     print(f"best model written to {folder}/best_float.pth.tar and {folder}/best_bin.pth.tar: "
           f"test accuracy {acc:.2f}%")
-    return summary(best, acc, best_acc, os.path.join(folder, "best_bin.pth.tar"))
+    return board.finish(args, summary(best, acc, best_acc,
+                                      os.path.join(folder, "best_bin.pth.tar")))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ draws from the random generators; ``--corrected`` turns on our corrections.
 import os
 
 from models import load_model
+from utils.board import open_board
 from utils.checkpoint import checkpoint_state, read_scheme, save_checkpoint
 from utils.cli import (RELEASE_CHECKPOINT, RELEASE_DEFAULTS, Parser, add_bit_flags,
                        add_bsq_flags, add_corrected_flag, add_training_flags)
@@ -74,12 +75,13 @@ def main(args):
           f"thre {args.thre}, act {args.act}, seed {args.manualSeed}, "
           f"{'corrected' if args.corrected else 'as the release'}, {run.device}")
     path = os.path.join(args.checkpoint, "checkpoint.pth.tar")
+    board = open_board(args, run.resume)
     with open_run(args):
         _, best_acc = fit(model, run.train_loader, run.test_loader, Schedule.from_args(args),
                           args.checkpoint, speed=run.speed, decay=decay,
                           clamp=args.bin or model.corrections.clamp, before_epoch=requantize,
                           resume=run.resume, start_epoch=args.start_epoch,
-                          progress_every=args.progress, record=args)
+                          progress_every=args.progress, record=args, board=board)
         model.requantize_(0.0)  # the release's final re-quantization drops only empty planes
         acc = evaluate(model, run.test_loader)["acc"]
         print(scheme_report(model, acc))
@@ -87,7 +89,7 @@ def main(args):
         print(f"final re-quantized model: test accuracy {acc:.2f}%")
         save_checkpoint(checkpoint_state(model, epoch=args.epochs, acc=acc, best_acc=best_acc,
                                          args=args, rng=rng_state()), path)
-    return summary(model, acc, best_acc, path)
+    return board.finish(args, summary(model, acc, best_acc, path))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 import os
 
 from models import load_model
+from utils.board import open_board
 from utils.cli import RECIPE, Parser, add_training_flags
 from utils.console import summary
 from utils.engine import evaluate
@@ -34,13 +35,14 @@ def main(args):
 
     print(f"ResNet-{args.depth} on {args.dataset}, {sum(p.numel() for p in model.parameters())} "
           f"parameters, seed {args.manualSeed}, {run.device}")
+    board = open_board(args, run.resume)
     with open_run(args):
         test, best_acc = fit(model, run.train_loader, run.test_loader, Schedule.from_args(args),
                              args.checkpoint, speed=run.speed, resume=run.resume,
                              start_epoch=args.start_epoch, progress_every=args.progress,
-                             record=args)
-    return summary(model, test["acc"], best_acc, os.path.join(args.checkpoint,
-                                                              "checkpoint.pth.tar"))
+                             record=args, board=board)
+    return board.finish(args, summary(model, test["acc"], best_acc,
+                                      os.path.join(args.checkpoint, "checkpoint.pth.tar")))
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
     python sweep.py --decays 0.005 0.01 0.02 --data-root data --out runs/sweep
     python sweep.py --decays 0.005 0.01 --epochs-scale 0.01 --float-model CKPT --out runs/short
     python sweep.py --decays 0.002 0.005 0.01 0.02 --float-model CKPT --jobs 4   # 4 at once
+    python sweep.py --decays 0.005 0.01 0.02 --launcher slurm --partition gpu --time 240
 
-Stages, each a subprocess with the recipe's hyperparameters (epoch counts, lr milestones and
-``--Prun_Int`` multiplied by ``--epochs-scale``, rounded, at least 1), each in its own folder
-under ``--out`` with its ``stdout.txt``/``stderr.txt``:
+Stages, each a job (``utils/launchers.py``) running a script with the recipe's hyperparameters
+(epoch counts, lr milestones and ``--Prun_Int`` multiplied by ``--epochs-scale``, rounded, at
+least 1), each in its own folder under ``--out`` with its ``stdout.txt``/``stderr.txt``:
 
     float/               cifar_train.py (skipped with --float-model)
     float-8/             convert.py --Nbits 8
@@ -15,44 +16,41 @@ under ``--out`` with its ``stdout.txt``/``stderr.txt``:
     alpha-A/scratch/     convert.py --dict: the float model at BSQ's scheme
     alpha-A/scratch-ft/  cifar_finetune.py of that, the "train from scratch" baseline
 
-``--jobs K`` runs up to K stages at once, as their inputs become ready; with GPUs visible, job
-slot i runs on GPU ``i % #GPUs`` (its own ``CUDA_VISIBLE_DEVICES``), so K above the GPU count
-shares GPUs (a launch-bound BSQ step leaves most of a GPU idle). While stages run, a status line
-per stage (its epoch and time left) appears every ``--progress`` seconds.
+A stage is submitted as soon as its inputs are ready: ``--launcher local`` (the default) runs up
+to ``--jobs K`` at once on this machine, job slot i on GPU ``i % #GPUs`` when GPUs are visible
+(its own ``CUDA_VISIBLE_DEVICES``), so K above the GPU count shares GPUs (a launch-bound BSQ step
+leaves most of a GPU idle); ``--launcher slurm`` submits each stage as a SLURM job with the
+launcher flags' resources, requeued and resumed when preempted or at its time limit. While stages
+run, a status line per stage (its epoch and time left) appears every ``--progress`` seconds.
+Ctrl-C cancels the running jobs; they keep their last checkpoint.
 
 Each stage's final JSON line is kept in its ``result.json``; a rerun of the same command skips
-finished stages and resumes interrupted ones from their last checkpoint (without
-``--manualSeed``, the seed drawn at the first run is kept in ``seed.txt``). The sweep writes
-``sweep.json`` (every stage's figures and command), ``sweep.md`` (the table) and, with
-matplotlib, ``tradeoff.png``.
+finished stages, follows the jobs still running and resumes interrupted stages from their last
+checkpoint (without ``--manualSeed``, the seed drawn at the first run is kept in ``seed.txt``).
+The sweep writes ``sweep.json`` (every stage's figures and command), ``sweep.md`` (the table) and,
+with matplotlib, ``tradeoff.png``; ``tensorboard --logdir OUT`` shows every training stage.
 """
 import json
 import math
 import os
 import random
-import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
-import torch
-
 from utils.cli import (RECIPE, Parser, add_bit_flags, add_data_flags, add_model_flags,
                        add_output_flags, add_seed_flags, add_speed_flags, add_threshold_flag,
                        number)
-from utils.console import duration, times
+from utils.console import times
 from utils.errors import BSQError, run_main
 from utils.files import atomic_write, json_text, write_json
+from utils.launchers import Resources, add_launcher_flags, make_launcher
 from utils.plots import MissingExtra, plot_tradeoff
+from utils.stagejob import RESULT
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 SPEED_FLAGS = ("--amp", "--channels-last", "--compile")
 POLL_S = 0.2
-
-
-class StageFailed(BSQError):
-    """A stage of the sweep exited with an error."""
 
 
 @dataclass
@@ -79,8 +77,6 @@ def get_args_parser(add_help=True):
                        help="multiply every epoch count, lr milestone and --Prun_Int by this")
     group.add_argument("--out", default="runs/sweep", help="folder for every stage and the tables")
     group.add_argument("--float-model", default="", help="a float checkpoint: skip pretraining")
-    group.add_argument("--jobs", type=number(int, 1), default=1,
-                       help="stages run at once (spread over the visible GPUs)")
     add_bit_flags(parser, nbits_help="precision of the BSQ starting point")
     add_threshold_flag(parser)
     add_seed_flags(parser, seed_help="seed of every stage (drawn at the first run when not "
@@ -89,6 +85,7 @@ def get_args_parser(add_help=True):
     add_data_flags(parser)
     add_speed_flags(parser)
     add_output_flags(parser)
+    add_launcher_flags(parser)
     return parser
 
 
@@ -109,6 +106,8 @@ def training_flags(args):
                                                     "--progress", str(args.progress)]
     if args.deterministic:
         flags.append("--deterministic")
+    if not args.tensorboard:
+        flags.append("--no-tensorboard")
     if args.cuda_graphs is not None:
         flags.append("--cuda-graphs" if args.cuda_graphs else "--no-cuda-graphs")
     return flags + [f for f in SPEED_FLAGS if getattr(args, f[2:].replace("-", "_"))]
@@ -164,95 +163,26 @@ def plan(args, out):
     return stages, float_model
 
 
-def launch(command, env, stdout, stderr):
-    """Start a stage (tests replace this to run stages in-process)."""
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=stdout, stderr=stderr)
-
-
 def finished(stage):
     """The stage's ``result.json`` when a run of the same command wrote it, else None."""
-    path = os.path.join(stage.folder, "result.json")
     try:
-        with open(path) as f:
+        with open(os.path.join(stage.folder, RESULT)) as f:
             done = json.load(f)
     except (OSError, ValueError):
         return None  # missing or unreadable: run the stage (again)
     return done if done.get("command") == stage.command() else None
 
 
-def visible_gpus():
-    """The GPU ids a job may be given, or [] without CUDA."""
-    if not torch.cuda.is_available():
-        return []
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return env.split(",") if env else [str(i) for i in range(torch.cuda.device_count())]
+def run_stages(stages, launcher, every):
+    """Run ``stages`` through ``launcher``, each when the stages it needs are done.
 
-
-def gpu_for(slot, gpus):
-    """Job slot ``slot``'s GPU: slots go round the visible GPUs."""
-    return gpus[slot % len(gpus)] if gpus else None
-
-
-class Running:
-    """A launched stage: its process, job slot, log files and start time."""
-
-    def __init__(self, stage, slot, gpu):
-        self.stage, self.slot, self.start = stage, slot, time.monotonic()
-        command = stage.command()
-        if stage.resumable and os.path.isfile(os.path.join(stage.folder, "checkpoint.pth.tar")):
-            command += ["--resume", os.path.join(stage.folder, "checkpoint.pth.tar")]
-        elif not stage.resumable:
-            command += ["--overwrite"]  # a conversion is redone whole
-        os.makedirs(stage.folder, exist_ok=True)
-        env = dict(os.environ)
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
-        self.out = open(os.path.join(stage.folder, "stdout.txt"), "w")
-        self.err = open(os.path.join(stage.folder, "stderr.txt"), "w")
-        where = f" on GPU {gpu}" if gpu is not None else ""
-        print(f"[sweep] {stage.name}{where}: {shlex.join(command)}")
-        self.process = launch(command, env, self.out, self.err)
-
-    def status(self):
-        """The stage's latest progress line (stderr) or epoch line (stdout), whichever file was
-        written last: both carry the epoch and the time left."""
-        latest, newest = "starting", -1
-        for f in (self.out, self.err):
-            with open(f.name) as log:
-                lines = [line.strip() for line in log if line.startswith("epoch ")]
-            if lines and os.stat(f.name).st_mtime_ns >= newest:  # a tie: the progress line
-                latest, newest = lines[-1], os.stat(f.name).st_mtime_ns
-        return (f"[sweep] {self.stage.name} ({duration(time.monotonic() - self.start)}): "
-                f"{latest} (log {self.out.name})")
-
-    def result(self):
-        """The stage's final JSON line, with its command and wall time; raises StageFailed."""
-        self.out.close()
-        self.err.close()
-        stage, seconds = self.stage, time.monotonic() - self.start
-        if self.process.returncode:
-            with open(self.err.name) as f:
-                lines = [line for line in f.read().splitlines() if line.strip()]
-            raise StageFailed(f"stage {stage.name} exited with status {self.process.returncode}: "
-                              f"{lines[-1] if lines else 'no message'} (see {self.err.name})")
-        with open(self.out.name) as f:
-            result = json.loads(f.read().strip().splitlines()[-1])
-        result.update(command=stage.command(), seconds=round(seconds, 1))
-        write_json(result, os.path.join(stage.folder, "result.json"))
-        print(f"[sweep] {stage.name}: {duration(seconds)}, test accuracy {result['acc']:.2f}%, "
-              f"{times(result['comp'])}")
-        return result
-
-
-def run_stages(stages, jobs, every):
-    """Run ``stages`` with up to ``jobs`` at once, each when the stages it needs are done.
-
-    Finished stages are reused. Returns ``{name: result}``. A failure stops the other running
-    stages (SIGTERM: they keep their last checkpoint and resume on the next run) and raises
-    ``StageFailed``; so does an interrupt of the sweep itself.
+    Finished stages are reused and jobs an earlier run left running are followed. Returns
+    ``{name: result}``. A failure cancels the other running jobs (they keep their last
+    checkpoint and resume on the next run) and raises ``StageFailed``; so does an interrupt of
+    the sweep itself.
     """
     results, pending, running = {}, list(stages), []
-    gpus, last_status = visible_gpus(), time.monotonic()
+    jobs, last_status = launcher.resources.jobs or len(stages), time.monotonic()
     try:
         while pending or running:
             for stage in [s for s in pending if all(d in results for d in s.after)]:
@@ -261,26 +191,25 @@ def run_stages(stages, jobs, every):
                     print(f"[sweep] {stage.name}: done before, reusing its result.json",
                           flush=True)
                     results[stage.name] = done
+                elif (run := launcher.attach(stage)) is not None:
+                    running.append(run)
                 elif len(running) < jobs:
                     slot = min(set(range(jobs)) - {r.slot for r in running})
-                    running.append(Running(stage, slot, gpu_for(slot, gpus)))
+                    running.append(launcher.submit(stage, slot))
                 else:
                     continue
                 pending.remove(stage)
-            for run in [r for r in running if r.process.poll() is not None]:
+            for run in [r for r in running if r.done()]:
                 running.remove(run)
                 results[run.stage.name] = run.result()
             if running and every and time.monotonic() - last_status >= every:
                 last_status = time.monotonic()
                 for run in running:
-                    print(run.status())
+                    print(run.status(), flush=True)
             if running:
                 time.sleep(POLL_S)
     finally:
-        for run in running:
-            run.process.terminate()
-        for run in running:
-            run.process.wait()
+        launcher.cancel(running)
     return results
 
 
@@ -325,12 +254,13 @@ def sweep_seed(out):
 def main(args):
     if args.float_model and not os.path.isfile(args.float_model):
         raise BSQError(f"--float-model {args.float_model} does not exist: check the path")
+    launcher = make_launcher(Resources.from_args(args))
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     if args.manualSeed is None:
         args.manualSeed = sweep_seed(out)
     stages, float_model = plan(args, out)
-    results = run_stages(stages, args.jobs, args.progress)
+    results = run_stages(stages, launcher, args.progress)
     rows, runs = [], []
     for alpha in args.decays:
         a = f"alpha {alpha:g}"
@@ -343,7 +273,7 @@ def main(args):
                      "scratch_acc": scratch_ft["acc"], "scratch_before_acc": scratch["acc"]})
     factor = args.epochs_scale
     sweep = {"config": vars(args),
-             "device": "cuda" if torch.cuda.is_available() else "cpu",
+             "device": launcher.device(),
              "epochs": {"train": scaled(RECIPE["train"].epochs, factor),
                         "bsq": scaled(RECIPE["bsq"].epochs, factor),
                         "Prun_Int": scaled(RECIPE["bsq"].prun_int, factor),
@@ -368,8 +298,8 @@ def main(args):
 
 
 def interrupted(args):
-    return ("interrupted; the running stages kept their last checkpoint: run the same command "
-            "again to reuse the finished stages and resume the others")
+    return ("interrupted; the running stages' jobs were cancelled and kept their last checkpoint: "
+            "run the same command again to reuse the finished stages and resume the others")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python tests/faults.py --kill-epoch E --kill-step S SCRIPT ARGS...   # mid-training
     python tests/faults.py --kill-save K SCRIPT ARGS...                 # inside the K-th save
+    python tests/faults.py --kill-checkpoint K SCRIPT ARGS...           # ... of checkpoint.pth.tar
     python tests/faults.py --disk-full-at-write K SCRIPT ARGS...        # a full disk
 
 A kill is a real SIGKILL of the process: nothing is flushed or cleaned up, as in a crash. A full
@@ -86,11 +87,14 @@ if __name__ == "__main__":
     parser.add_argument("--kill-epoch", type=int)
     parser.add_argument("--kill-step", type=int, default=1)
     parser.add_argument("--kill-save", type=int)
+    parser.add_argument("--kill-checkpoint", type=int)
     parser.add_argument("--disk-full-at-write", type=int)
     parser.add_argument("script")
     opts, rest = parser.parse_known_args()
     if opts.kill_save:  # the k-th checkpoint write is torn by a crash
         on_write(opts.kill_save, ".pth.tar", half_then_die)
+    if opts.kill_checkpoint:  # the k-th checkpoint.pth.tar write: its epoch is logged, not saved
+        on_write(opts.kill_checkpoint, "checkpoint.pth.tar", half_then_die)
     if opts.kill_epoch:
         kill_in_epoch(opts.kill_epoch, opts.kill_step)
     if opts.disk_full_at_write:  # the k-th checkpoint.pth.tar finds the disk full

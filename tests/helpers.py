@@ -1,5 +1,6 @@
 """What several test modules share: the repository path, running a script, test models."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -88,3 +89,43 @@ def malicious_checkpoint(path, marker):
             return exec, (f"open({str(marker)!r}, 'w').write('ran')",)
 
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "extra": Payload()}, path)
+
+
+def board_scalars(folder):
+    """The scalars of the TensorBoard run in ``folder``, as TensorBoard reads them (purges
+    included): ``{tag: [(step, value), ...]}``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
+            for tag in events.Tags()["scalars"]}
+
+
+def assert_board_is_the_log(folder):
+    """The TensorBoard scalars of the run in ``folder`` hold its ``log.txt`` rows, epoch for
+    epoch (as float32, against log.txt's 6 digits); returns them."""
+    from utils.board import TAGS
+    from utils.epochlog import read_log
+    scalars, log = board_scalars(folder), read_log(os.path.join(folder, "log.txt"))
+    for column, tag in TAGS.items():
+        assert [step for step, _ in scalars[tag]] == log["epoch"], tag
+        for (_, value), logged in zip(scalars[tag], log[column]):
+            assert math.isclose(value, logged, rel_tol=1e-5, abs_tol=1e-7), (tag, value, logged)
+    return scalars
+
+
+def board_hparams(folder):
+    """The hparams and the metric names the run in ``folder`` recorded for TensorBoard's HParams
+    dashboard: ``({name: value}, [metric tag, ...])``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]).session_start_info
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/experiment"]).experiment
+    values = {name: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+              for name, value in start.hparams.items()}
+    return values, [m.name.tag for m in experiment.metric_infos]

@@ -312,6 +312,9 @@ def add_output_flags(parser):
     parser.group("output").add_argument(
         "--progress", type=number(float, 0), default=60.0, metavar="SECONDS",
         help="when stderr is not a terminal, a progress line every SECONDS (0: none)")
+    parser.group("output").add_argument(
+        "--no-tensorboard", dest="tensorboard", action="store_false",
+        help="write no TensorBoard event files (utils/board.py)")
 
 
 def check_flags(args):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from . import distributed
+from .board import NO_BOARD
 from .checkpoint import CheckpointError, checkpoint_state, save_checkpoint
 from .console import Progress, epoch_line
 from .engine import NonFiniteLoss, Speed, build_steps, evaluate, make_optimizer, train_one_epoch
@@ -62,7 +63,7 @@ def restore_training_state(optimizer, ckpt):
 
 def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), decay=0.0,
         clamp=True, before_epoch=None, resume=None, start_epoch=0, best_acc=0.0,
-        progress_every=60.0, record=None):
+        progress_every=60.0, record=None, board=NO_BOARD):
     """Train ``model`` (a ``BitModel``) for epochs ``start_epoch .. schedule.epochs - 1``.
 
     Each epoch: ``before_epoch(epoch)`` (when it returns True the parameter shapes changed: the
@@ -71,8 +72,9 @@ def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), de
     each step, see ``make_step``); test; then the epoch's row in ``folder/log.txt`` and its
     checkpoints in ``folder``: ``model_best`` when the test accuracy beats ``best_acc``, the best
     so far, as in the release. ``resume`` is a loaded checkpoint whose epoch, optimizer, best
-    accuracy and RNG state continue. ``record`` (the flags) is stored in every checkpoint.
-    Returns the last epoch's test statistics and the best test accuracy.
+    accuracy and RNG state continue. ``record`` (the flags) is stored in every checkpoint;
+    ``board`` (``utils/board.py``) gets each row and each re-quantization's scheme. Returns the
+    last epoch's test statistics and the best test accuracy.
     """
     device = next(model.parameters()).device
     if speed.channels_last:  # the float 4-d weights; weights built from planes follow the input
@@ -94,6 +96,7 @@ def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), de
     test = {"acc": None}
     for epoch in range(start_epoch, schedule.epochs):
         if before_epoch is not None and before_epoch(epoch):
+            board.precisions(epoch + 1, model.scheme())
             distributed.check_replicas(model)
             optimizer = schedule.optimizer(model)
             train_step, test_step = build_steps(model, optimizer, device, speed, decay, clamp)
@@ -122,6 +125,7 @@ def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), de
         if is_best or not os.path.exists(best):
             save_checkpoint(state, best)
         log.append(row)
+        board.epoch(row)
         # Written last: a run killed before this line resumes from the previous epoch and
         # redoes this one, rewriting model_best and this log row identically.
         save_checkpoint(state, os.path.join(folder, "checkpoint.pth.tar"))

@@ -23,6 +23,7 @@ def test_torchrun_two_ranks_stay_identical(tmp_path, cifar10_root):
     checks = [line for line in lines if "2 ranks hold bit-identical models" in line]
     assert len(checks) == 3 + 1
     assert sum(line.startswith("epoch ") for line in lines) == 3  # rank 0 alone logs
+    assert len(list((tmp_path / "ddp").glob("events.out.tfevents.*"))) == 1  # and writes events
     evaluated = last_json(run_script(tmp_path, "cifar_finetune.py", f"{common} --model "
                                      "ddp/checkpoint.pth.tar --bin --evaluate"))
     assert evaluated["acc"] == figures["acc"] and evaluated["scheme"] == figures["scheme"]

@@ -182,9 +182,13 @@ CASES = [  # (script, arguments, words the one line must contain)
     ("sweep.py", "--decays 0.1 --float-model none.pth.tar", "does not exist"),
     ("sweep.py", "--decays 0.1 --jobs 0", "--jobs: 0"),
     ("sweep.py", "--decays 0.1 --out afile/sub", "Not a directory"),
+    ("sweep.py", "--decays 0.1 --nodes 2", "--nodes sets a SLURM job: add --launcher slurm"),
+    ("sweep.py", "--decays 0.1 --launcher slurm --slurm-param =a100", "is not NAME=VALUE"),
 ]
 if not torch.cuda.is_available():
     CASES.append(("cifar_prune_STE.py", f"--cuda-graphs {WRITE}", "single CUDA GPU"))
+if shutil.which("sbatch") is None:
+    CASES.append(("sweep.py", "--decays 0.1 --launcher slurm", "no sbatch/srun here"))
 SMALL = {"cifar_train.py", "cifar_prune_STE.py", "cifar_finetune.py", "convert.py", "export.py"}
 
 

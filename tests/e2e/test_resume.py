@@ -1,10 +1,13 @@
-"""A run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run (CPU)."""
+"""A run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run (CPU), and
+shows each epoch once in TensorBoard."""
+import json
 import os
 import signal
 
 import pytest
 import torch
 
+from helpers import assert_board_is_the_log, board_hparams, board_scalars
 from helpers import run_script as run
 from utils.checkpoint import load_checkpoint
 
@@ -48,14 +51,19 @@ def uninterrupted(start):
     ("mid_interval", ("--kill-epoch", "2", "--kill-step", "2")),  # in the first Prun_Int interval
     ("late_interval", ("--kill-epoch", "4", "--kill-step", "1")),  # after the re-quantization at 2
     ("during_save", ("--kill-save", "5")),  # tearing a checkpoint write in epoch 2 or 3
+    ("after_its_row", ("--kill-checkpoint", "2")),  # epoch 2 logged, its checkpoint torn
 ])
 def test_bsq_resume_after_sigkill_is_bit_identical(uninterrupted, name, faults):
+    """The model, and the TensorBoard events: each epoch once, the uninterrupted run's."""
     cwd, common = uninterrupted
     folder = f"killed_{name}"
     run(cwd, "cifar_prune_STE.py", f"{common} {BSQ} --checkpoint {folder}", faults=faults,
         expect=-signal.SIGKILL)
     survivor = load_checkpoint(os.path.join(cwd, folder, "checkpoint.pth.tar"))  # still loadable
     assert survivor["epoch"] < 4
+    logged = [step for step, _ in assert_board_is_the_log(cwd / folder)["test/acc"]]
+    if name == "after_its_row":  # an epoch logged but not saved: the resume must drop it
+        assert logged[-1] > survivor["epoch"]
     run(cwd, "cifar_prune_STE.py",
         f"{common} {BSQ} --checkpoint {folder} --resume {folder}/checkpoint.pth.tar")
     assert_same_model(os.path.join(cwd, "straight", "checkpoint.pth.tar"),
@@ -63,6 +71,30 @@ def test_bsq_resume_after_sigkill_is_bit_identical(uninterrupted, name, faults):
     assert_same_model(os.path.join(cwd, "straight", "model_best.pth.tar"),
                       os.path.join(cwd, folder, "model_best.pth.tar"))
     assert log_epochs(os.path.join(cwd, folder)) == [1, 2, 3, 4]
+    resumed, straight = assert_board_is_the_log(cwd / folder), board_scalars(cwd / "straight")
+    assert resumed.keys() == straight.keys()
+    for tag in set(resumed) - {"time/epoch_seconds"}:
+        assert resumed[tag] == straight[tag], tag
+
+
+def test_the_events_hold_each_re_quantization_and_the_final_figures(uninterrupted):
+    cwd, _ = uninterrupted
+    scalars = board_scalars(cwd / "straight")
+    assert len(list((cwd / "straight").glob("events.out.tfevents.*"))) == 1
+    final = json.loads((cwd / "straight" / "scheme.json").read_text())
+    for layer, (weight, bias) in final["scheme"].items():  # before epochs 1 and 3, and the end
+        assert [step for step, _ in scalars[f"precision/{layer}"]] == [1, 3, 5]
+        assert scalars[f"precision/{layer}"][-1][1] == weight
+        assert scalars[f"precision_bias/{layer}"][-1][1] == bias
+    assert scalars["precision/conv1"][0] == (1, 8)
+    best = load_checkpoint(cwd / "straight" / "checkpoint.pth.tar")["best_acc"]
+    for tag, value in [("final/acc", final["totals"]["acc"]), ("final/best_acc", best),
+                       ("final/comp", round(final["totals"]["compression"], 4)),  # as the
+                       ("final/avg_bits", round(final["totals"]["avg_bits"], 4))]:  # JSON line
+        assert scalars[tag] == [(5, pytest.approx(value, rel=1e-6))], tag
+    hparams, metrics = board_hparams(cwd / "straight")
+    assert hparams["decay"] == 3 and hparams["Prun_Int"] == 2 and hparams["L1"] == 1  # True
+    assert sorted(metrics) == ["final/acc", "final/avg_bits", "final/best_acc", "final/comp"]
 
 
 FT = "--epochs 3 --lr 0.01 --schedule 2 --bin --model straight/checkpoint.pth.tar"

@@ -1,21 +1,27 @@
 """The sweep: the whole recipe per alpha on a tiny run, its table, reuse of finished stages, and
 several stages at once.
 
-The full sweep runs its stages in this process (the same scripts, flags and output files as the
-subprocesses, without their import time); the failing stage and the ``--jobs`` sweep run real
-subprocesses.
+The full sweep runs its jobs in this process (submitit's debug executor) and their scripts too
+(the same scripts, flags and output files as the subprocesses, without their import time); the
+failing stage and the ``--jobs`` sweep run real local jobs (tests/e2e/test_slurm.py: SLURM).
 """
 import contextlib
 import importlib
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 from cifar_fixture import make_cifar
-from helpers import run_script
+from helpers import REPO, run_script
+from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
 import sweep
+from utils import launchers, stagejob
 from utils.errors import run_main
 
 ALPHA = 20.0  # strong enough to empty planes in one epoch of the tiny dataset
@@ -28,7 +34,7 @@ def sweep_args(out, data_root, *extra):
 
 
 class Finished:
-    """What ``sweep.launch`` returns, for a stage that already ran to its end."""
+    """What ``stagejob.start_process`` returns, for a script that already ran to its end."""
 
     def __init__(self, returncode):
         self.returncode = returncode
@@ -36,18 +42,18 @@ class Finished:
     def poll(self):
         return self.returncode
 
+    def wait(self, timeout=None):
+        return self.returncode
+
     def terminate(self):
         pass
 
-    def wait(self):
-        return self.returncode
+    kill = terminate
 
 
-def run_in_process(command, env, stdout, stderr, launched=None):
-    """``sweep.launch`` stand-in: the stage script's ``run_main`` in this process."""
+def run_in_process(command, cwd, env, stdout, stderr):
+    """``stagejob.start_process`` stand-in: the stage script's ``run_main`` in this process."""
     script = importlib.import_module(os.path.splitext(os.path.basename(command[1]))[0])
-    if launched is not None:
-        launched.append((os.path.basename(command[1]), env.get("CUDA_VISIBLE_DEVICES")))
     code = 0
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
@@ -55,6 +61,12 @@ def run_in_process(command, env, stdout, stderr, launched=None):
         except SystemExit as e:
             code = e.code
     return Finished(code)
+
+
+def in_this_process(patch, start=run_in_process):
+    """Local jobs run by submitit's debug executor in this process, their scripts by ``start``."""
+    patch.setattr(launchers.LocalLauncher, "cluster", "debug")
+    patch.setattr(stagejob, "start_process", start)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +79,7 @@ def swept(tmp_path_factory):
     torch.set_num_threads(1)  # tiny convs: threads only add contention on a shared CPU
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(sweep, "launch", run_in_process)
+            in_this_process(patch)
             figures = sweep.main(sweep.get_args_parser().parse_args(sweep_args(out,
                                                                                str(data_root))))
     finally:
@@ -103,36 +115,82 @@ def test_speed_flags_reach_every_stage():
 def test_job_slots_go_round_the_visible_gpus(tmp_path, monkeypatch):
     """With two GPUs visible and --jobs 3, three stages ready together run on GPUs 0, 1 and 0
     again, each given its GPU in CUDA_VISIBLE_DEVICES."""
-    assert [sweep.gpu_for(slot, ["0", "1"]) for slot in range(3)] == ["0", "1", "0"]
-    assert sweep.gpu_for(5, []) is None
+    assert [launchers.gpus_for(slot, ["0", "1"]) for slot in range(3)] == [["0"], ["1"], ["0"]]
+    assert launchers.gpus_for(1, ["0", "1", "2"], per_job=2) == ["2", "0"]
+    assert launchers.gpus_for(5, []) is None
     gpus = []
 
-    def launch(command, env, stdout, stderr):
+    def start(command, cwd, env, stdout, stderr):
         gpus.append(env.get("CUDA_VISIBLE_DEVICES"))
         stdout.write('{"acc": 10.0, "comp": 4.0}\n')
         stdout.flush()
         return Finished(0)
 
-    monkeypatch.setattr(sweep, "visible_gpus", lambda: ["0", "1"])
-    monkeypatch.setattr(sweep, "launch", launch)
+    monkeypatch.setattr(launchers, "visible_gpus", lambda: ["0", "1"])
+    in_this_process(monkeypatch, start)
     stages = [sweep.Stage(f"s{i}", "convert.py", [], str(tmp_path / f"s{i}")) for i in range(3)]
-    results = sweep.run_stages(stages, jobs=3, every=0)
+    launcher = launchers.make_launcher(launchers.Resources(jobs=3))
+    results = sweep.run_stages(stages, launcher, every=0)
     assert gpus == ["0", "1", "0"] and set(results) == {"s0", "s1", "s2"}
 
 
 def test_jobs_run_ready_stages_at_once(tmp_path, swept):
-    """A real sweep of two alphas with --jobs 2 on the CPU: both BSQ stages start before either
-    ends, and the table is complete."""
+    """A real sweep of two alphas with --jobs 2 on the CPU, as local submitit jobs: both BSQ
+    stages start before either ends, and the table is complete. With --no-tensorboard, no stage
+    writes event files."""
     out, _, data_root = swept
     float_model = out / "float" / "model_best.pth.tar"
     proc = run_script(tmp_path, "sweep.py", sweep_args(
         tmp_path / "jobs", data_root, "--decays", "20", "40", "--float-model", str(float_model),
-        "--jobs", "2", "--manualSeed", "0"))
+        "--jobs", "2", "--manualSeed", "0", "--no-tensorboard"))
     events = [line.split(":")[0] for line in proc.stdout.splitlines() if line.startswith("[sweep]")]
     starts = [i for i, e in enumerate(events) if e.endswith("BSQ")]
     assert len(starts) == 4 and starts[1] == starts[0] + 1  # started, started, ended, ended
     rows = json.loads(proc.stdout.strip().splitlines()[-1])["rows"]
     assert [r["alpha"] for r in rows] == [20.0, 40.0]
+    bsq = json.loads((tmp_path / "jobs" / "alpha-20" / "bsq" / "result.json").read_text())
+    assert "--no-tensorboard" in bsq["command"]
+    assert list((tmp_path / "jobs").glob("**/events.out.tfevents.*")) == []
+    assert list((tmp_path / "jobs" / "alpha-20" / "bsq" / "jobs").glob("*_result.pkl"))
+
+
+def processes_of(folder):
+    """The processes whose command line names ``folder``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if str(folder).encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_ctrl_c_of_the_sweep_stops_its_local_jobs(tmp_path, swept):
+    """SIGINT to the driver alone: its jobs are cancelled and their scripts end with them."""
+    out, _, data_root = swept
+    args = sweep_args(tmp_path / "stopped", data_root, "--float-model",
+                      str(out / "float" / "model_best.pth.tar"), "--manualSeed", "0")
+    driver = subprocess.Popen([sys.executable, os.path.join(REPO, "sweep.py"), *args],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    bsq = tmp_path / "stopped" / RUN / "bsq"
+    deadline = time.monotonic() + 300
+    while not (bsq / "stdout.txt").exists():
+        assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+        time.sleep(0.05)
+    assert processes_of(bsq)
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130, err
+    assert err.splitlines()[-1].startswith("error: interrupted; the running stages' jobs were "
+                                           "cancelled")
+    deadline = time.monotonic() + 30
+    while processes_of(bsq):
+        assert time.monotonic() < deadline, processes_of(bsq)
+        time.sleep(0.1)
 
 
 def test_table_rows_are_the_stages_final_lines(swept):
@@ -177,8 +235,8 @@ def test_a_failing_stage_is_a_one_line_error(tmp_path, swept):
     parser, data_root = sweep.get_args_parser(), swept[2]
     (tmp_path / "notes.txt").write_text("not a checkpoint\n")
     args = sweep_args(tmp_path / "out", data_root, "--float-model", str(tmp_path / "notes.txt"))
-    with pytest.raises(sweep.StageFailed, match="8-bit conversion exited with status 2: error: "
-                                                "checkpoint .* is not a readable"):
+    with pytest.raises(launchers.StageFailed, match="8-bit conversion exited with status 2: "
+                                                    "error: checkpoint .* is not a readable"):
         sweep.main(parser.parse_args(args))
 
 
@@ -190,19 +248,25 @@ def test_sweep_draws_the_tradeoff(swept):
     assert "![accuracy vs compression](tradeoff.png)" in (out / "sweep.md").read_text()
 
 
-def test_the_status_line_shows_a_stages_latest_epoch_and_its_log(tmp_path, monkeypatch):
-    def launch(command, env, stdout, stderr):
-        stdout.write("epoch   1/3  lr 0.1  ...  elapsed 12s  eta 24s\n")
-        stderr.write("epoch 2/3 step 50/391  loss 1.2345 acc 55.00%  elapsed 17s  eta 20s\n")
-        stdout.flush(), stderr.flush()
-        os.utime(stdout.name, ns=(10 ** 18, 10 ** 18))
-        os.utime(stderr.name, ns=(2 * 10 ** 18, 2 * 10 ** 18))  # the progress line is newer
-        return Finished(None)  # still running
+def test_every_training_stage_is_a_tensorboard_run(swept):
+    """``tensorboard --logdir OUT`` shows each training stage as its own run, side by side."""
+    out, figures, _ = swept
+    runs = EventMultiplexer().AddRunsFromDirectory(str(out)).Reload().Runs()
+    assert set(runs) == {"float", f"{RUN}/bsq", f"{RUN}/finetune", f"{RUN}/scratch-ft"}
+    assert all("test/acc" in tags["scalars"] for tags in runs.values())
 
-    monkeypatch.setattr(sweep, "launch", launch)
-    run = sweep.Running(sweep.Stage("alpha 0.1 BSQ", "cifar_prune_STE.py", [],
-                                    str(tmp_path / "bsq")), slot=0, gpu=None)
+
+def test_the_status_line_shows_a_stages_latest_epoch_and_its_log(tmp_path):
+    folder = tmp_path / "bsq"
+    folder.mkdir()
+    (folder / "stdout.txt").write_text("epoch   1/3  lr 0.1  ...  elapsed 12s  eta 24s\n")
+    (folder / "stderr.txt").write_text("epoch 2/3 step 50/391  loss 1.2345 acc 55.00%  "
+                                       "elapsed 17s  eta 20s\n")
+    os.utime(folder / "stdout.txt", ns=(10 ** 18, 10 ** 18))
+    os.utime(folder / "stderr.txt", ns=(2 * 10 ** 18, 2 * 10 ** 18))  # the progress line is newer
+    run = launchers.Running(sweep.Stage("alpha 0.1 BSQ", "cifar_prune_STE.py", [], str(folder)),
+                            job=None, slot=0)
     line = run.status()
     assert line.startswith("[sweep] alpha 0.1 BSQ (")
     assert "epoch 2/3 step 50/391" in line and "eta 20s" in line
-    assert line.endswith(f"(log {tmp_path / 'bsq' / 'stdout.txt'})")
+    assert line.endswith(f"(log {folder / 'stdout.txt'})")

@@ -13,7 +13,7 @@ SCRIPTS = ["cifar_train", "cifar_prune_STE", "cifar_finetune", "convert", "expor
            "sweep"]
 TRAINING = {"--epochs", "--start-epoch", "--lr", "--schedule", "--gamma", "--momentum", "--wd",
             "--resume", "--train-batch", "--manualSeed", "--deterministic", "--amp",
-            "--channels-last", "--compile", "--cuda-graphs", "--progress"}
+            "--channels-last", "--compile", "--cuda-graphs", "--progress", "--no-tensorboard"}
 BSQ = {"--decay", "--L1", "--Prun_Int", "--thre"}
 NOT_LISTED = {  # flags that would do nothing in the script (but those of the unused group)
     "cifar_train": BSQ | {"--Nbits", "--bin", "--dict", "--export", "--load"},
