@@ -38,9 +38,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from utils.cli import (RECIPE, Parser, add_bit_flags, add_data_flags, add_model_flags,
-                       add_output_flags, add_seed_flags, add_speed_flags, add_threshold_flag,
-                       number)
+from utils.bits import MAX_BITS
+from utils.cli import (RECIPE, Parser, add_bit_flags, add_corrected_flag, add_data_flags,
+                       add_model_flags, add_output_flags, add_seed_flags, add_speed_flags,
+                       add_threshold_flag, number)
 from utils.console import times
 from utils.errors import BSQError, run_main
 from utils.files import atomic_write, json_text, write_json
@@ -77,8 +78,9 @@ def get_args_parser(add_help=True):
                        help="multiply every epoch count, lr milestone and --Prun_Int by this")
     group.add_argument("--out", default="runs/sweep", help="folder for every stage and the tables")
     group.add_argument("--float-model", default="", help="a float checkpoint: skip pretraining")
-    add_bit_flags(parser, nbits_help="precision of the BSQ starting point")
+    add_bit_flags(parser, nbits_help="precision of the BSQ starting point", nbits=MAX_BITS)
     add_threshold_flag(parser)
+    add_corrected_flag(parser)
     add_seed_flags(parser, seed_help="seed of every stage (drawn at the first run when not "
                                      "given, and kept in --out's seed.txt)")
     add_model_flags(parser)
@@ -132,8 +134,9 @@ def schedule_flags(stage, factor):
 def plan(args, out):
     """The stages of the sweep, in an order that respects their inputs; and the float model."""
     factor, train = args.epochs_scale, training_flags(args)
-    convert = model_flags(args) + data_flags(args, train=False)
-    bits = ["--Nbits", str(args.Nbits), "--bin"]
+    corrected = ["--corrected"] if args.corrected else []  # every stage but pretraining
+    convert = model_flags(args) + data_flags(args, train=False) + corrected
+    bits = ["--Nbits", str(args.Nbits), "--bin"] + corrected
     stages = []
     float_model = os.path.abspath(args.float_model) if args.float_model else None
     first = ()
@@ -156,7 +159,8 @@ def plan(args, out):
             Stage(f"{a} finetune", "cifar_finetune.py", train + schedule_flags("finetune", factor)
                   + bits + ["--model", bsq], os.path.join(folder, "finetune"), (f"{a} BSQ",)),
             Stage(f"{a} scratch conversion", "convert.py", convert + ["--model", float_model,
-                  "--dict", bsq], os.path.join(folder, "scratch"), (f"{a} BSQ",), False),
+                  "--dict", bsq, "--Nbits", str(args.Nbits)], os.path.join(folder, "scratch"),
+                  (f"{a} BSQ",), False),
             Stage(f"{a} scratch finetune", "cifar_finetune.py", train + schedule_flags(
                 "finetune", factor) + bits + ["--model", scratch],
                 os.path.join(folder, "scratch-ft"), (f"{a} scratch conversion",))]

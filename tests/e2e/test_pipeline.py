@@ -141,15 +141,18 @@ def test_a_run_that_empties_every_layer_reports_null_compression(tmp_path, cifar
     assert report["totals"]["compression"] is None and report["totals"]["TB"] == 0
 
 
+TIME = r"(\d+h\d\dm|\d+m\d\ds|\d+s)"  # utils.console.duration
+
+
 def test_without_a_terminal_progress_lines_and_the_time_left_appear(tmp_path, cifar10_root):
     proc = run(tmp_path, "cifar_prune_STE.py", f"--depth 8 --epochs 2 --train-batch 20 --L1 "
                f"--bin --data-root {cifar10_root} --checkpoint p --manualSeed 0 --progress 0.001")
     progress = [line for line in proc.stderr.splitlines() if line.startswith("epoch ")]
     assert len(progress) >= 10  # 10 steps per epoch, a line after each at this interval
-    assert re.fullmatch(r"epoch 1/2 step 1/10  loss \d+\.\d{4} acc \d+\.\d\d%  elapsed \d+s  "
-                        r"eta \d+s", progress[0]), progress[0]
+    assert re.fullmatch(rf"epoch 1/2 step 1/10  loss \d+\.\d{{4}} acc \d+\.\d\d%  "
+                        rf"elapsed {TIME}  eta {TIME}", progress[0]), progress[0]
     epochs = [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
-    assert len(epochs) == 2 and all(re.search(r"elapsed \d+s  eta \d+s$", e) for e in epochs)
+    assert len(epochs) == 2 and all(re.search(rf"elapsed {TIME}  eta {TIME}$", e) for e in epochs)
     quiet = run(tmp_path, "cifar_prune_STE.py", f"--depth 8 --epochs 1 --L1 --bin --data-root "
                 f"{cifar10_root} --checkpoint q --manualSeed 0 --progress 0")
     assert quiet.stderr == ""

@@ -87,7 +87,8 @@ def test_our_checkpoint_round_trips(form, corrections, images, tmp_path):
     if form != "float":
         dead = 1 if form == "bits" and corrections == RELEASE else 0  # the release keeps 1 bit
         assert loaded.scheme() == model.scheme()
-        assert loaded.conv1.precision() == [5, 0] and loaded.layer2[0].conv2.precision() == [dead, 0]
+        assert loaded.conv1.precision() == [5, 0]
+        assert loaded.layer2[0].conv2.precision() == [dead, 0]
     assert torch.equal(loaded(images), model(images))
 
 

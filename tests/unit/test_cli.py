@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from utils.cli import depth, number
+from utils.cli import RECIPE, depth, number
 from utils.console import Progress, duration
 
 SCRIPTS = ["cifar_train", "cifar_prune_STE", "cifar_finetune", "convert", "export", "plots",
@@ -144,3 +144,24 @@ def test_progress_estimates_the_time_left_from_the_pace_so_far(monkeypatch):
     progress.begin(epoch=4, steps=100)  # 6 epochs to go, the first one starting at t = 0
     assert progress.eta(step=50) == pytest.approx(30.0 / 0.5 * 5.5)  # half an epoch in 30 s
     assert duration(3725) == "1h02m" and duration(245) == "4m05s" and duration(12.4) == "12s"
+
+
+def test_the_sweep_passes_every_flag_whose_release_default_is_not_the_recipe(tmp_path):
+    """A stage's flags, not the scripts' (the release's) defaults, make the recipe; --corrected
+    reaches every stage that has it."""
+    import sweep
+
+    args = sweep.get_args_parser().parse_args(["--decays", "0.1", "--corrected", "--manualSeed",
+                                               "5"])
+    stages, _ = sweep.plan(args, str(tmp_path))
+    for stage in stages:
+        flags = stage.flags
+        assert ("--corrected" in flags) == (stage.script != "cifar_train.py"), stage.name
+        if stage.script in ("cifar_prune_STE.py", "cifar_finetune.py"):
+            for flag in ("--epochs", "--lr", "--schedule", "--wd", "--manualSeed", "--Nbits"):
+                assert flag in flags, (stage.name, flag)
+            assert flags[flags.index("--Nbits") + 1] == "8"
+        if stage.script == "cifar_prune_STE.py":
+            assert flags[flags.index("--Prun_Int") + 1] == str(RECIPE["bsq"].prun_int)
+        if stage.script == "convert.py":
+            assert flags[flags.index("--Nbits") + 1] == "8"

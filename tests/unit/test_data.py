@@ -251,7 +251,8 @@ def literal_release_loaders(root, workers):
 
     normalize = transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
     train = transforms.Compose([transforms.RandomCrop(32, padding=4),
-                                transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize])
+                                transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+                                normalize])
     test = transforms.Compose([transforms.ToTensor(), normalize])
     return (torch.utils.data.DataLoader(Local(root, train=True, transform=train), batch_size=48,
                                         shuffle=True, num_workers=workers),

@@ -71,7 +71,8 @@ def test_the_releases_forms(images):
     assert not model.fc.bias.requires_grad  # unused: frozen, as DDP needs (and SGD skips it)
     assert torch.equal(model(images), no_bias(images)) and not torch.equal(model(images), bits)
     assert torch.equal(model.to_bits_()(images), bits)  # the bias came back with the bits
-    expected = {name: plane_value(m.pweight, m.nweight) * m.scale for name, m in model.quant_layers()}
+    expected = {name: plane_value(m.pweight, m.nweight) * m.scale
+                for name, m in model.quant_layers()}
     model.to_float_()
     assert all(torch.equal(m.weight, expected[name]) for name, m in model.quant_layers())
 
