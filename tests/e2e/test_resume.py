@@ -33,7 +33,7 @@ def start(tmp_path_factory, cifar10_root):
     data = f"--depth 8 --data-root {cifar10_root}"
     common = f"{data} --manualSeed 3 --deterministic --train-batch 64"
     run(cwd, "cifar_train.py", f"{common} --epochs 1 --checkpoint float")
-    run(cwd, "convert.py", f"{data} --model float/model_best.pth.tar --checkpoint start")
+    run(cwd, "convert.py", f"{data} --Nbits 8 --model float/model_best.pth.tar --checkpoint start")
     return cwd, common
 
 
