@@ -1,18 +1,25 @@
-"""Write a BSQ model at its true size (``utils/packedfile.py``'s packed format), or read one.
+"""Write a BSQ model at its true size (``utils/packedfile.py``'s packed format), or read one;
+or write it as an ONNX graph that ONNX Runtime executes (``models/onnx.py``).
 
     python export.py -a resnet --depth 20 --model checkpoints/cifar10/xxx-ft/best_bin.pth.tar \
         --act 4 --export checkpoints/cifar10/xxx-ft/model.bsq [--evaluate]
     python export.py --load checkpoints/cifar10/xxx-ft/model.bsq --evaluate
+    python export.py -a resnet --depth 20 --model checkpoints/cifar10/xxx-ft/best_bin.pth.tar \
+        --act 4 --onnx checkpoints/cifar10/xxx-ft/model.onnx [--evaluate]
 
 Exporting rebuilds the model from the written file and checks that every weight the forward pass
 uses is identical; ``--evaluate`` also runs both on the test set. The sizes printed are the
 paper's (TB bits / 8, no sign bits or float layers), the file's real size, and the ratio of
-the unquantized fp32 model's tensor bytes to each.
+the unquantized fp32 model's tensor bytes to each. ``--onnx --evaluate`` runs the test set
+through ONNX Runtime and through the checkpoint and prints both accuracies, how often their
+predictions agree and the largest logit difference.
 """
 import math
 import os
+from functools import partial
 
 from models import load_model
+from models.onnx import build_graph, compare, logits, session
 from models.packed import pack, same_weights, sizes, unpack
 from utils.bits import FLOAT_BITS
 from utils.cli import (Parser, add_data_flags, add_device_flags, add_model_flags,
@@ -21,6 +28,8 @@ from utils.console import summary, times
 from utils.data import num_classes
 from utils.engine import evaluate
 from utils.errors import BSQError, run_main
+from utils.files import atomic_write
+from utils.rundir import check_writable
 from utils.setup import loaders, model_config, setup
 
 
@@ -36,7 +45,9 @@ def get_args_parser(add_help=True):
                        help="write --model to this packed file")
     group.add_argument("--load", default="", metavar="FILE",
                        help="rebuild the model from this packed file instead")
-    add_overwrite_flag(parser, "replace an existing --export FILE")
+    group.add_argument("--onnx", default="", metavar="FILE",
+                       help="write --model as an ONNX graph with integer weights instead")
+    add_overwrite_flag(parser, "replace an existing --export or --onnx FILE")
     add_device_flags(parser)
     return parser
 
@@ -56,22 +67,65 @@ def size_lines(size, path):
         "the file"])
 
 
-def main(args):
-    if bool(args.export) == bool(args.load):
-        raise BSQError("give either --model CKPT --export FILE, or --load FILE")
-    if args.export and not args.model:
-        raise BSQError("--export needs --model: the bit or finetune checkpoint to pack")
-    if args.export and os.path.exists(args.export) and not args.overwrite:
-        raise BSQError(f"--export {args.export} already exists: pass --overwrite to replace it, "
+def check_output(flag, path, overwrite):
+    """Before any work: ``path`` can be written (and replaced only with ``--overwrite``)."""
+    if os.path.exists(path) and not overwrite:
+        raise BSQError(f"{flag} {path} already exists: pass --overwrite to replace it, "
                        "or pick another file")
+    check_writable(os.path.dirname(os.path.abspath(path)), f"{flag} {path}")
+
+
+def load_bit_model(args, flag):
+    """The bit or finetune model of ``--model``, and its checkpoint."""
+    if not args.model:
+        raise BSQError(f"{flag} needs --model: the bit or finetune checkpoint to write")
+    model, ckpt = load_model(args.model, **model_config(args))
+    if model.form == "float":
+        raise BSQError(f"--model {args.model} is a float model: convert it to bits first "
+                       "(convert.py) or give a BSQ / finetune checkpoint")
+    return model, ckpt
+
+
+def onnx_main(args, device):
+    """``--onnx``: write the graph, report its size, with ``--evaluate`` compare it with the
+    checkpoint on the test set."""
+    model, _ = load_bit_model(args, "--onnx")
+    model.eval()
+    data = build_graph(model).SerializeToString()
+    float_bytes = len(build_graph(model, float_weights=True).SerializeToString())
+    paper = model.size()[1] / 8
+    os.makedirs(os.path.dirname(os.path.abspath(args.onnx)), exist_ok=True)
+    atomic_write(args.onnx, data)
+    print(f"onnx model {args.onnx}: {len(data)} bytes, {float_bytes / len(data):.2f}x smaller "
+          f"than with float32 weights ({float_bytes} bytes); paper size TB/8 {paper:.0f} bytes")
+    result = {}
+    if args.evaluate:
+        _, test_loader = loaders(args, device)
+        result = compare(model.to(device), partial(logits, session(data)), test_loader)
+        print(f"ONNX Runtime: test accuracy {result['other_acc']:.2f}%, checkpoint "
+              f"{args.model}: {result['acc']:.2f}%; the predicted class agrees on "
+              f"{result['agree']:.2f}% of the test images; largest logit difference "
+              f"{result['max_logit_diff']:.3g}")
+    acc = result.pop("other_acc", None)
+    return summary(model, acc, acc, args.model, onnx=args.onnx,
+                   checkpoint_acc=result.pop("acc", None), file_bytes=len(data),
+                   float_weights_bytes=float_bytes, paper_bytes=paper, **result)
+
+
+def main(args):
+    if sum(map(bool, (args.export, args.load, args.onnx))) != 1:
+        raise BSQError("give either --model CKPT with --export FILE or --onnx FILE, "
+                       "or --load FILE")
+    output = ("--export", args.export) if args.export else ("--onnx", args.onnx)
+    if not args.load:
+        check_output(*output, args.overwrite)
     device = setup(args)
+    if args.onnx:
+        return onnx_main(args, device)
     classes = num_classes(args.dataset)
     source = None
     if args.export:
-        source, ckpt = load_model(args.model, **model_config(args))
-        if source.form == "float":
-            raise BSQError(f"--model {args.model} is a float model: convert it to bits first "
-                           "(convert.py) or give a BSQ / finetune checkpoint")
+        source, ckpt = load_bit_model(args, "--export")
         os.makedirs(os.path.dirname(os.path.abspath(args.export)), exist_ok=True)
         pack(source, args.export, checkpoint=args.model, acc=ckpt.get("acc"))
     path = args.export or args.load

@@ -5,7 +5,8 @@ Each quantized tensor is stored as the integer code its forward pass uses,
 its own precision N; everything else in the state dict is stored as it is. The model is
 rebuilt in bits form with exact 0/1 planes, so its forward pass computes the same weights, bit
 for bit, as the model that was exported, whether that was in bits (exact or continuous) or
-finetune form.
+finetune form. A tensor the forward pass leaves out (the classifier bias in the release's
+finetune form) is not stored and comes back at precision 0, zero.
 """
 import torch
 
@@ -28,7 +29,8 @@ def packed_tensors(model):
     """``(quantized, floats)`` for ``write_packed``: ``[(name, code, N, scale)]`` of every
     quantized tensor, and ``float_tensors(model)``."""
     quantized = [(f"{name}.{slot}", m.code(slot).cpu(), m.nbits[slot], m.scale_of(slot))
-                 for name, m in model.quant_layers() for slot in m.slots]
+                 for name, m in model.quant_layers() for slot in m.slots
+                 if m.quantized(slot) is not None]
     return quantized, float_tensors(model)
 
 
@@ -55,10 +57,13 @@ def unpack(path):
                   for name, _ in model.quant_layers()}
         model.allocate("bits", scheme)
         state = dict(floats)
-        for key, (code, nbits, scale) in quantized.items():
-            layer, slot = key.rsplit(".", 1)
-            p, n = encode(code, max(nbits, 1))  # (..., N) exact 0/1 planes
-            state.update({f"{layer}.{name}": t for name, t in zip(NAMES[slot], (p, n, scale))})
+        for layer, m in model.quant_layers():
+            for slot in m.slots:
+                code, nbits, scale = quantized.get(f"{layer}.{slot}") or (
+                    torch.zeros(m.shapes[slot], dtype=torch.long), 0, torch.zeros(()))
+                p, n = encode(code, max(nbits, 1))  # (..., N) exact 0/1 planes
+                state.update({f"{layer}.{name}": t
+                              for name, t in zip(NAMES[slot], (p, n, scale))})
         model.load_state_dict(state)
     except (KeyError, ValueError, RuntimeError) as e:
         raise PackedFileError(f"{path} does not describe a CIFAR ResNet of this code "
@@ -66,10 +71,17 @@ def unpack(path):
     return model, header
 
 
+def _used(layer, slot):
+    """The tensor ``layer``'s forward pass uses for ``slot``, zeros where it uses none."""
+    tensor = layer.quantized(slot)
+    return torch.zeros(layer.shapes[slot]) if tensor is None else tensor.detach().cpu()
+
+
 def same_weights(a, b):
-    """Whether two models compute with the same weights and float tensors, bit for bit."""
+    """Whether two models compute with the same weights and float tensors, bit for bit (a
+    tensor left out of the forward pass counts as zero)."""
     pairs = zip(a.quant_layers(), b.quant_layers())
-    same = all(torch.equal(ma.quantized(s).cpu(), mb.quantized(s).cpu())
+    same = all(torch.equal(_used(ma, s), _used(mb, s))
                for (_, ma), (_, mb) in pairs for s in ma.slots)
     floats_a, floats_b = float_tensors(a), float_tensors(b)
     return same and floats_a.keys() == floats_b.keys() and all(

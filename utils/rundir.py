@@ -44,15 +44,17 @@ def _resuming_into(args):
     return os.path.samefile(os.path.dirname(os.path.abspath(resume)), args.checkpoint)
 
 
-def _check_writable(folder):
-    """``folder`` exists as a writable folder or can be created (nothing is created here)."""
+def check_writable(folder, given=None):
+    """``folder`` exists as a writable folder or can be created (nothing is created here);
+    ``given``: what the user passed, as ``--flag value`` (default ``--checkpoint folder``)."""
+    given = given or f"--checkpoint {folder}"
     path = os.path.abspath(folder)
     while not os.path.exists(path):
         path = os.path.dirname(path)
     if not os.path.isdir(path):
-        raise BSQError(f"--checkpoint {folder}: {path} is a file, not a folder: pick another path")
+        raise BSQError(f"{given}: {path} is a file, not a folder: pick another path")
     if not os.access(path, os.W_OK | os.X_OK):
-        raise BSQError(f"--checkpoint {folder}: {path} is not writable: pick another path")
+        raise BSQError(f"{given}: {path} is not writable: pick another path")
 
 
 def resume_changes(args, ckpt):
@@ -84,7 +86,7 @@ def check_resume(args, ckpt):
 def check_run(args):
     """Before any work: the ``--checkpoint`` folder can take this run; returns the loaded
     ``--resume`` checkpoint (checked with ``check_resume``), or None."""
-    _check_writable(args.checkpoint)
+    check_writable(args.checkpoint)
     resume = None
     if getattr(args, "resume", ""):
         resume = load_checkpoint(args.resume)

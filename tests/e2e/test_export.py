@@ -3,6 +3,7 @@ checkpoint's own accuracy."""
 import os
 import re
 
+import onnx
 import pytest
 from helpers import last_json, mixed_model, run_script
 
@@ -47,3 +48,30 @@ def test_export_script_evaluates_to_the_checkpoints_accuracy(tmp_path, cifar10_r
     assert fig["file_bytes"] == os.path.getsize(packed)
     assert fig["fp32_ratio"] == round(fig["fp32_bytes"] / fig["file_bytes"], 4)
     assert f"{fig['file_bytes']} bytes" in proc.stdout
+
+
+def test_onnx_export_evaluates_against_the_checkpoint(tmp_path, cifar10_root):
+    ckpt = str(tmp_path / "bsq.pth.tar")
+    save_checkpoint(checkpoint_state(mixed_model(act=2, continuous=True), acc=12.0), ckpt)
+    common = ["--depth", 8, "--act", 2, "--model", ckpt, "--evaluate", "--data-root", cifar10_root]
+    env = {"OMP_NUM_THREADS": "1"}
+    path = tmp_path / "out" / "model.onnx"
+    fig = last_json(run_script(tmp_path, "export.py", [*common, "--onnx", path], env=env))
+    packed = last_json(run_script(tmp_path, "export.py",
+                                  [*common, "--export", tmp_path / "m.bsq"], env=env))
+    onnx.checker.check_model(str(path), full_check=True)
+    assert fig["file_bytes"] == os.path.getsize(path) < fig["float_weights_bytes"]
+    assert fig["checkpoint_acc"] == packed["checkpoint_acc"]  # evaluate()'s accuracy
+    assert 0 <= fig["agree"] <= 100 and fig["max_logit_diff"] >= 0
+    assert abs(fig["acc"] - fig["checkpoint_acc"]) <= 100 - fig["agree"] + 1e-9
+    assert fig["scheme"] == packed["scheme"] and fig["onnx"] == str(path)
+
+
+def test_onnx_export_refuses_a_folder_it_cannot_write(tmp_path, monkeypatch):
+    ckpt = str(tmp_path / "bsq.pth.tar")
+    save_checkpoint(checkpoint_state(mixed_model()), ckpt)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a read-only folder would
+    with pytest.raises(BSQError, match="is not writable"):
+        export.main(export.get_args_parser().parse_args(
+            ["--depth", "8", "--model", ckpt, "--onnx", str(tmp_path / "ro" / "m.onnx")]))
+    assert sorted(os.listdir(tmp_path)) == ["bsq.pth.tar"]

@@ -8,7 +8,8 @@ import pytest
 import torch
 from helpers import mixed_model
 
-from models.packed import pack, packed_tensors, sizes, unpack
+from models.packed import pack, packed_tensors, same_weights, sizes, unpack
+from utils.corrections import RELEASE
 from utils.packedfile import (PREFIX, PackedFileError, pack_bits, quantized_bytes, read_packed,
                               unpack_bits, write_packed)
 
@@ -38,6 +39,19 @@ def test_rebuild_gives_identical_logits(tmp_path, act, form, continuous):
     assert all(torch.equal(rebuilt.state_dict()[k], v) for k, v in floats.items())
     assert any(k.endswith("downsample.0.weight") for k in floats)
     assert any(k.endswith("alpha") for k in floats) == (act <= 3)
+
+
+def test_the_release_finetune_form_packs_without_the_bias_its_forward_leaves_out(tmp_path):
+    model = mixed_model(form="finetune", corrections=RELEASE).eval()
+    path = str(tmp_path / "model.bsq")
+    pack(model, path)
+    rebuilt, header = unpack(path)
+    rebuilt.eval()
+    assert "fc.bias" not in [e["name"] for e in header["quantized"]]
+    assert rebuilt.scheme()["fc"] == [model.scheme()["fc"][0], 0] and same_weights(model, rebuilt)
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), rebuilt(x))
 
 
 def test_file_size_is_the_bits_rounded_to_bytes_plus_the_header(tmp_path):

@@ -1,0 +1,168 @@
+"""The ONNX graph (models/onnx.py): integer codes that dequantize to the checkpoint's weights bit
+for bit, the activation quantizer in the model's fp32 order, and ONNX Runtime's logits against
+PyTorch's for every form, activation and a mixed scheme."""
+import ml_dtypes
+import numpy as np
+import onnx
+import pytest
+import torch
+from helpers import mixed_model
+from onnx import helper, numpy_helper
+
+from models import build_model
+from models import onnx as graph
+from models.activation import ActQuantizer
+from utils.corrections import CORRECTED, RELEASE
+
+# Within a conv, ONNX Runtime (MLAS) sums in another order than PyTorch: logits differ by a few
+# fp32 ulps (measured: up to 5e-7 here). TOL is 200x that; a rounding of the activation
+# quantizer that flips moves a logit by far more, so this also says none flipped.
+TOL = 1e-4
+CODE_TYPES = {onnx.TensorProto.INT4: 3, onnx.TensorProto.INT8: 7, onnx.TensorProto.INT16: 8}
+
+
+def scheme_model(act=4, num_classes=10, bits=(0, 1, 3, 4, 5, 8), corrections=CORRECTED):
+    """A ResNet-8 whose layers take the precisions ``bits`` in turn, random BN statistics."""
+    torch.manual_seed(2)
+    model = build_model(depth=8, act=act, num_classes=num_classes, corrections=corrections)
+    layers = model.quant_layers()
+    model.to_bits_({name: [bits[i % len(bits)], bits[-1 - i % len(bits)]]
+                    for i, (name, _) in enumerate(layers)})
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def codes(proto):
+    """``{layer.slot: initializer}`` of the integer codes in ``proto``."""
+    return {t.name.rsplit(".code", 1)[0]: t for t in proto.graph.initializer if ".code" in t.name}
+
+
+def weights_through_ort(proto, names):
+    """ONNX Runtime's values of the weights ``names`` (the dequantized tensors the convs and the
+    classifier read), by adding them to the graph's outputs."""
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    produced = {n.output[0].rsplit("_", 1)[0]: n.output[0] for n in proto.graph.node}
+    for name in names:
+        proto.graph.output.append(helper.make_empty_tensor_value_info(produced[name]))
+    sess = graph.session(proto.SerializeToString())
+    outputs = [produced[n] for n in names]
+    x = np.zeros((1, 3, 32, 32), dtype=np.float32)
+    return dict(zip(names, sess.run(outputs, {graph.INPUT: x})))
+
+
+@pytest.mark.parametrize("form,continuous", [("bits", False), ("bits", True),
+                                             ("finetune", False)])
+def test_the_codes_dequantize_to_the_models_weights_bit_for_bit(form, continuous):
+    model = mixed_model(form=form, continuous=continuous).eval()
+    proto = graph.build_graph(model)
+    stored = codes(proto)
+    used = {f"{name}.{slot}": (m, slot) for name, m in model.quant_layers() for slot in m.slots}
+    assert stored.keys() == {k for k, (m, s) in used.items() if m.nbits[s]}
+    init = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for key, tensor in stored.items():
+        m, slot = used[key]
+        code = numpy_helper.to_array(tensor).astype(np.int64)
+        assert np.array_equal(code, m.code(slot).numpy())
+        scale = next(v for k, v in init.items() if k.startswith(f"{key}.scale"))
+        levels = np.float32(2 ** m.nbits[slot] - 1)
+        assert torch.equal(torch.from_numpy(code.astype(np.float32) / levels * scale),
+                           m.quantized(slot))
+    through = weights_through_ort(proto, list(used))
+    for key, (m, slot) in used.items():  # precision 0 included: a zero constant
+        assert torch.equal(torch.from_numpy(through[key]), m.quantized(slot)), key
+
+
+def test_each_code_has_the_narrowest_integer_type_that_holds_it():
+    model = scheme_model(bits=(0, 1, 2, 3, 4, 5, 7, 8))
+    stored = codes(graph.build_graph(model))
+    for name, m in model.quant_layers():
+        for slot in m.slots:
+            nbits, key = m.nbits[slot], f"{name}.{slot}"
+            if nbits == 0:
+                assert key not in stored
+                continue
+            kind = stored[key].data_type
+            assert CODE_TYPES[kind] >= nbits > {3: 0, 7: 3, 8: 7}[CODE_TYPES[kind]], (key, kind)
+            code = numpy_helper.to_array(stored[key]).astype(int)
+            assert int(np.abs(code).max()) <= 2 ** nbits - 1
+    int4 = [k for k, t in stored.items() if t.data_type == onnx.TensorProto.INT4]
+    assert int4 and all(model.get_submodule(k.rsplit(".", 1)[0]).nbits[k.rsplit(".", 1)[1]] <= 3
+                        for k in int4)
+    assert graph.code_type(3) is ml_dtypes.int4 and graph.code_type(4) is np.int8
+
+
+def test_int4_codes_are_packed_two_to_a_byte():
+    model = scheme_model(bits=(3,))
+    for tensor in codes(graph.build_graph(model)).values():
+        assert len(tensor.raw_data) == -(-int(np.prod(tensor.dims)) // 2)
+
+
+@pytest.mark.parametrize("act", [4, 3, 2, 0])
+def test_the_activation_quantizer_is_the_models_bit_for_bit(act):
+    quantizer = ActQuantizer(act)
+    if act <= 3:
+        quantizer.alpha.data.fill_(1.7)
+    g = graph._Graph()
+    out = graph._activation(g, "x", quantizer, "act")
+    proto = helper.make_model(helper.make_graph(
+        g.nodes, "act", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None)], g.initializers),
+        opset_imports=[helper.make_opsetid("", graph.OPSET)])
+    sess = graph.session(proto.SerializeToString())
+    torch.manual_seed(act)
+    for x in (torch.randn(4, 16, 8, 8) * 3, torch.zeros(2, 3, 4, 4), torch.rand(5, 7) * 9):
+        with torch.no_grad():
+            ours = quantizer(x)
+        theirs = torch.from_numpy(sess.run([out], {"x": x.numpy()})[0])
+        assert torch.equal(ours, theirs)
+    if act:
+        assert {n.op_type for n in g.nodes} >= {"ReduceMax", "Round"}
+    else:
+        assert "Round" not in {n.op_type for n in g.nodes}
+
+
+CASES = {"relu6": dict(act=4), "pact": dict(act=2), "no quantizer": dict(act=0),
+         "cifar100": dict(num_classes=100), "release": dict(corrections=RELEASE)}
+
+
+@pytest.mark.parametrize("form", ["bits", "finetune"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_onnx_runtime_computes_the_models_logits(case, form):
+    model = scheme_model(**CASES[case])
+    if form == "finetune":
+        model.to_finetune_()
+    proto = graph.build_graph(model)
+    batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param == "batch"  # dynamic
+    sess = graph.session(proto.SerializeToString())
+    torch.manual_seed(0)
+    for n in (1, 8):
+        x = torch.randn(n, 3, 32, 32)
+        with torch.no_grad():
+            ours = model(x)
+        theirs = graph.logits(sess, x)
+        assert theirs.shape == (n, model.num_classes)
+        assert torch.allclose(theirs, ours, rtol=0, atol=TOL), (theirs - ours).abs().max()
+
+
+def test_the_release_finetune_form_leaves_the_classifier_bias_out():
+    model = scheme_model(corrections=RELEASE).to_finetune_()
+    gemm = next(n for n in graph.build_graph(model).graph.node if n.op_type == "Gemm")
+    assert len(gemm.input) == 2
+    model = scheme_model(corrections=CORRECTED).to_finetune_()
+    gemm = next(n for n in graph.build_graph(model).graph.node if n.op_type == "Gemm")
+    assert len(gemm.input) == 3
+
+
+def test_float_weights_export_the_same_function_at_float32():
+    model = scheme_model()
+    ints, floats = graph.build_graph(model), graph.build_graph(model, float_weights=True)
+    assert not codes(floats) and len(floats.SerializeToString()) > len(ints.SerializeToString())
+    x = torch.randn(4, 3, 32, 32)
+    a = graph.logits(graph.session(ints.SerializeToString()), x)
+    b = graph.logits(graph.session(floats.SerializeToString()), x)
+    assert torch.allclose(a, b, rtol=0, atol=TOL)
