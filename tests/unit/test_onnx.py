@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from helpers import mixed_model
+from helpers import mixed_model, release_layout
 from onnx import helper, numpy_helper
 
-from models import build_model
+from models import build_model, load_model
 from models import onnx as graph
 from models.activation import ActQuantizer
 from utils.corrections import CORRECTED, RELEASE
@@ -166,3 +166,16 @@ def test_float_weights_export_the_same_function_at_float32():
     a = graph.logits(graph.session(ints.SerializeToString()), x)
     b = graph.logits(graph.session(floats.SerializeToString()), x)
     assert torch.allclose(a, b, rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("form", ["bits", "finetune"])
+def test_a_checkpoint_in_the_releases_layout_exports_its_forward(tmp_path, form):
+    model = mixed_model(act=2, form=form, corrections=RELEASE).eval()
+    path = tmp_path / "release.pth.tar"
+    torch.save(release_layout(model), path)
+    loaded, _ = load_model(str(path), depth=8, act=2)
+    sess = graph.session(graph.build_graph(loaded.eval()).SerializeToString())
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        ours = model(x)
+    assert torch.allclose(graph.logits(sess, x), ours, rtol=0, atol=TOL)
