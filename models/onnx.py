@@ -13,8 +13,9 @@ N = 8 (ONNX has no 5- or 9-bit type; the paper's TB counts N bits, no sign). It 
 as ``DequantizeLinear(c, 1, 0) / (2^N - 1) * scale``: the model's own fp32 order (``Q_N`` then
 the scale), so the dequantized weight is the checkpoint's bit for bit, which one
 ``DequantizeLinear`` with the scale ``scale / (2^N - 1)`` is not (its product rounds once, the
-model's quotient and product twice). ONNX Runtime folds the chain into a constant when it loads
-the file. A precision-0 tensor is a zero constant of its shape. BatchNorm, the shortcut convs
+model's quotient and product twice). ONNX Runtime keeps ``DequantizeLinear`` unfolded, as in any
+QDQ graph, so the chain runs with each call: elementwise over the weights, small next to the
+convolutions. A precision-0 tensor is a zero constant of its shape. BatchNorm, the shortcut convs
 and PACT's alphas stay float32.
 
 Activations: ReLU6 (``--act`` >= 4) or PACT (``min(max(x, 0), alpha)``), then
@@ -32,6 +33,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from utils.engine import meters
 from utils.ste import SMALLEST_POSITIVE, levels
+
+from .bitlayer import BitLayer
 
 OPSET = 21  # the first with INT4 and INT16 in DequantizeLinear
 INT_TYPES = ((3, ml_dtypes.int4), (7, np.int8), (8, np.int16))  # (largest N, code type)
@@ -94,7 +97,7 @@ def _weight(g, layer, slot, name, float_weights):
 
 def _conv(g, x, conv, name, float_weights=False):
     """A ``BitConv2d`` (through ``_weight``) or a plain float ``nn.Conv2d``."""
-    if hasattr(conv, "quantized"):
+    if isinstance(conv, BitLayer):
         inputs = [_weight(g, conv, s, name, float_weights) for s in conv.slots]
     else:
         inputs = [g.const(_tensor(conv.weight), f"{name}.weight")]
