@@ -19,7 +19,7 @@ import os
 from functools import partial
 
 from models import load_model
-from models.onnx import build_graph, compare, logits, session
+from models.onnx import compare, graph_sizes, logits, session
 from models.packed import pack, same_weights, sizes, unpack
 from utils.bits import FLOAT_BITS
 from utils.cli import (Parser, add_data_flags, add_device_flags, add_model_flags,
@@ -91,9 +91,7 @@ def onnx_main(args, device):
     checkpoint on the test set."""
     model, _ = load_bit_model(args, "--onnx")
     model.eval()
-    data = build_graph(model).SerializeToString()
-    float_bytes = len(build_graph(model, float_weights=True).SerializeToString())
-    paper = model.size()[1] / 8
+    data, float_bytes, paper = graph_sizes(model)
     os.makedirs(os.path.dirname(os.path.abspath(args.onnx)), exist_ok=True)
     atomic_write(args.onnx, data)
     print(f"onnx model {args.onnx}: {len(data)} bytes, {float_bytes / len(data):.2f}x smaller "

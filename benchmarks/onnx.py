@@ -29,7 +29,7 @@ import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
 from models import load_model  # noqa: E402
-from models.onnx import build_graph, compare, logits  # noqa: E402
+from models.onnx import compare, graph_sizes, logits, session  # noqa: E402
 from utils.data import build_loaders  # noqa: E402
 
 BATCHES = (1, 100)
@@ -55,14 +55,10 @@ def median_ms_per_image(run, x, repeats):
 def measure(path, args):
     model, _ = load_model(path, depth=args.depth, act=args.act, num_classes=args.classes)
     model.eval()
-    data = build_graph(model).SerializeToString()
-    float_bytes = len(build_graph(model, float_weights=True).SerializeToString())
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = args.threads
-    sess = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    data, float_bytes, paper = graph_sizes(model)
+    sess = session(data, args.threads)
     result = {"model": path, "scheme_avg_bits": round(model.avg_bits(), 4),
-              "onnx_bytes": len(data), "float32_onnx_bytes": float_bytes,
-              "paper_bytes": model.size()[1] / 8,
+              "onnx_bytes": len(data), "float32_onnx_bytes": float_bytes, "paper_bytes": paper,
               "float32_over_onnx": round(float_bytes / len(data), 3)}
     runs = {"onnxruntime": partial(logits, sess), "pytorch": model}
     for batch in BATCHES:

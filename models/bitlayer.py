@@ -68,15 +68,23 @@ class BitLayer:
 
         Built in fp32 even under autocast: the plane arithmetic and ``Q_N`` need exact levels.
         """
-        if slot not in self.slots:
+        if not self.uses(slot):
             return None
         if self.form == "float":
             return getattr(self, slot)
-        if self.form == "finetune" and slot == "bias" and not self.corrections.fc_bias:
-            return None  # the release's finetune forward has no classifier bias
         scale = self.scale_of(slot)
         with torch.autocast(scale.device.type, enabled=False):
             return self._build(slot, scale)
+
+    def uses(self, slot):
+        """Whether the forward pass uses ``slot``: every present tensor but the classifier bias
+        in the release's finetune form (see ``_left_out``)."""
+        return slot in self.slots and not self._left_out(self.form, slot)
+
+    def _left_out(self, form, slot):
+        """The release's finetune forward has no classifier bias (``corrections.fc_bias``: it
+        keeps it)."""
+        return form == "finetune" and slot == "bias" and not self.corrections.fc_bias
 
     def _build(self, slot, scale):
         """``scale * Q_N(w)`` with w from the planes (bits form) or the finetune weight.
@@ -108,7 +116,7 @@ class BitLayer:
         """Whether ``slot`` at precision ``nbits`` in ``form`` gets gradients: all tensors do but
         those at precision 0 in bits form (with ``corrections.zero_precision``, in any form), and
         a classifier bias that the finetune forward pass leaves out (see ``quantized``)."""
-        if form == "finetune" and slot == "bias" and not self.corrections.fc_bias:
+        if self._left_out(form, slot):
             return False
         zero_frozen = form == "bits" or self.corrections.zero_precision
         return form == "float" or nbits > 0 or not zero_frozen

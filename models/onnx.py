@@ -76,12 +76,11 @@ def _tensor(t):
 
 def _weight(g, layer, slot, name, float_weights):
     """The graph value of the tensor ``layer`` uses for ``slot``, None where it uses none."""
-    weight = layer.quantized(slot)
-    if weight is None:
+    if not layer.uses(slot):
         return None
     nbits = layer.nbits[slot]
     if float_weights:
-        return g.const(_tensor(weight.float()), f"{name}.{slot}")
+        return g.const(_tensor(layer.quantized(slot).float()), f"{name}.{slot}")
     if nbits == 0:
         shape = g.const(np.array(layer.shapes[slot], dtype=np.int64), f"{name}.{slot}.shape")
         return g.op("ConstantOfShape", shape, hint=f"{name}.{slot}",
@@ -167,9 +166,20 @@ def build_graph(model, float_weights=False):
     return proto
 
 
-def session(data):
-    """An ONNX Runtime CPU session of the serialized model ``data`` (bytes) or a file path."""
-    return ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+def graph_sizes(model):
+    """``(data, float_bytes, paper_bytes)``: the serialized graph of ``model``, the size of the
+    same graph with float32 weights, and the paper's size TB/8."""
+    data = build_graph(model).SerializeToString()
+    float_bytes = len(build_graph(model, float_weights=True).SerializeToString())
+    return data, float_bytes, model.size()[1] / 8
+
+
+def session(data, threads=0):
+    """An ONNX Runtime CPU session of the serialized model ``data`` (bytes) or a file path;
+    ``threads``: its intra-op threads (0: ONNX Runtime's choice)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
 def logits(sess, x):

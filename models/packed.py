@@ -29,8 +29,7 @@ def packed_tensors(model):
     """``(quantized, floats)`` for ``write_packed``: ``[(name, code, N, scale)]`` of every
     quantized tensor, and ``float_tensors(model)``."""
     quantized = [(f"{name}.{slot}", m.code(slot).cpu(), m.nbits[slot], m.scale_of(slot))
-                 for name, m in model.quant_layers() for slot in m.slots
-                 if m.quantized(slot) is not None]
+                 for name, m in model.quant_layers() for slot in m.slots if m.uses(slot)]
     return quantized, float_tensors(model)
 
 
@@ -73,8 +72,9 @@ def unpack(path):
 
 def _used(layer, slot):
     """The tensor ``layer``'s forward pass uses for ``slot``, zeros where it uses none."""
-    tensor = layer.quantized(slot)
-    return torch.zeros(layer.shapes[slot]) if tensor is None else tensor.detach().cpu()
+    if not layer.uses(slot):
+        return torch.zeros(layer.shapes[slot])
+    return layer.quantized(slot).detach().cpu()
 
 
 def same_weights(a, b):
