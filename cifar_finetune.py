@@ -15,24 +15,25 @@ the release makes is made here too (the same draws from the random generators).
 import copy
 import os
 
-from models import load_model
-from utils.board import open_board
-from utils.checkpoint import checkpoint_state, read_scheme, save_checkpoint
-from utils.cli import (RELEASE_CHECKPOINT, RELEASE_DEFAULTS, Parser, add_bit_flags,
-                       add_corrected_flag, add_training_flags)
-from utils.console import summary, times
-from utils.engine import evaluate
-from utils.errors import BSQError, run_main
-from utils.fit import Schedule, fit
-from utils.report import scheme_report, write_scheme_json
-from utils.rng import rng_state
-from utils.rundir import interrupted, open_run
-from utils.setup import check_form, check_resumed_form, model_config, prepare
+from models import add_model_flags, arch_title, load_model, model_config
+from utils.cli.console import summary, times
+from utils.cli.errors import BSQError, run_main
+from utils.cli.flags import Parser, add_bit_flags, add_corrected_flag, add_training_flags
+from utils.cli.setup import check_form, check_resumed_form, prepare
+from utils.release import RELEASE_CHECKPOINT, RELEASE_DEFAULTS
+from utils.report.board import open_board
+from utils.report.scheme import scheme_report, write_scheme_json
+from utils.store.checkpoint import checkpoint_state, read_scheme, save_checkpoint
+from utils.store.rundir import interrupted, open_run
+from utils.train.engine import evaluate
+from utils.train.fit import Schedule, fit
+from utils.train.rng import rng_state
 
 
 def get_args_parser(add_help=True):
     parser = Parser(description="Evaluate or finetune a BSQ model with its scheme fixed",
                     add_help=add_help)
+    add_model_flags(parser)
     add_training_flags(parser, RELEASE_DEFAULTS["finetune"], checkpoint=RELEASE_CHECKPOINT,
                        evaluate="only evaluate --model: accuracy, ones per bit plane, precision "
                                 "per layer, compression; write nothing")
@@ -73,8 +74,9 @@ def to_finetune(model, args, ckpt, loader):
 def main(args):
     if not (args.resume or args.model):
         raise BSQError("cifar_finetune.py needs --model (or --resume): the checkpoint to use")
+    config = model_config(args)
     run = prepare(args, writes=not args.evaluate)
-    model, ckpt = load_model(args.resume or args.model, run.resume, **model_config(args))
+    model, ckpt = load_model(args.resume or args.model, run.resume, **config)
     check_resumed_form(model, args, "finetune")
     if run.resume is None:
         check_form(model, args, args.model)
@@ -89,7 +91,7 @@ def main(args):
         return summary(model, acc, ckpt.get("best_acc"), args.model)
 
     folder = args.checkpoint
-    print(f"finetuning ResNet-{args.depth}, seed {args.manualSeed}, "
+    print(f"finetuning {arch_title(args)}, seed {args.manualSeed}, "
           f"{'corrected' if args.corrected else 'as the release'}, {run.device}")
     board = open_board(args, run.resume)
     with open_run(args):
@@ -104,8 +106,7 @@ def main(args):
                              folder, speed=run.speed, resume=run.resume, best_acc=best_acc,
                              start_epoch=args.start_epoch, progress_every=args.progress,
                              record=args, board=board)
-        best, best_ckpt = load_model(os.path.join(folder, "model_best.pth.tar"),
-                                     **model_config(args))
+        best, best_ckpt = load_model(os.path.join(folder, "model_best.pth.tar"), **config)
         best.to(run.device)
         tested(best, run.test_loader, f"best model, epoch {best_ckpt['epoch']}")
         last_acc = last["acc"] if last["acc"] is not None else run.resume.get("acc")

@@ -11,24 +11,31 @@ draws from the random generators; ``--corrected`` turns on our corrections.
 """
 import os
 
-from models import load_model
-from utils.board import open_board
-from utils.checkpoint import checkpoint_state, read_scheme, save_checkpoint
-from utils.cli import (RELEASE_CHECKPOINT, RELEASE_DEFAULTS, Parser, add_bit_flags,
-                       add_bsq_flags, add_corrected_flag, add_training_flags)
-from utils.console import summary, times
-from utils.engine import evaluate
-from utils.errors import run_main
-from utils.fit import Schedule, fit
-from utils.report import scheme_report, write_scheme_json
-from utils.rng import rng_state
-from utils.rundir import interrupted, open_run
-from utils.setup import check_form, check_resumed_form, model_config, prepare
+from models import add_model_flags, arch_title, load_model, model_config
+from utils.cli.console import summary, times
+from utils.cli.errors import run_main
+from utils.cli.flags import (
+    Parser,
+    add_bit_flags,
+    add_bsq_flags,
+    add_corrected_flag,
+    add_training_flags,
+)
+from utils.cli.setup import check_form, check_resumed_form, prepare
+from utils.release import RELEASE_CHECKPOINT, RELEASE_DEFAULTS
+from utils.report.board import open_board
+from utils.report.scheme import scheme_report, write_scheme_json
+from utils.store.checkpoint import checkpoint_state, read_scheme, save_checkpoint
+from utils.store.rundir import interrupted, open_run
+from utils.train.engine import evaluate
+from utils.train.fit import Schedule, fit
+from utils.train.rng import rng_state
 
 
 def get_args_parser(add_help=True):
-    parser = Parser(description="BSQ training of a bit-representation CIFAR ResNet",
+    parser = Parser(description="BSQ training of a network in bit representation",
                     add_help=add_help)
+    add_model_flags(parser)
     add_training_flags(parser, RELEASE_DEFAULTS["bsq"], checkpoint=RELEASE_CHECKPOINT,
                        evaluate="only evaluate the (re-quantized) --model; write nothing")
     add_bit_flags(parser, nbits_help="precision a float or random starting model is converted to",
@@ -39,8 +46,9 @@ def get_args_parser(add_help=True):
 
 
 def main(args):
+    config = model_config(args)
     run = prepare(args, writes=not args.evaluate)
-    model, ckpt = load_model(args.resume or args.model, run.resume, **model_config(args))
+    model, ckpt = load_model(args.resume or args.model, run.resume, **config)
     check_resumed_form(model, args, "bits")
     if run.resume is None and args.model:
         check_form(model, args, args.model)
@@ -49,6 +57,10 @@ def main(args):
         start = "--model is a float model" if args.model else "no --model: a random model"
         print(f"{start}: converting it to {'its scheme' if scheme else f'{args.Nbits} bits'}")
         model.to_bits_(scheme or args.Nbits)
+    elif model.form == "finetune":  # a finetune run's checkpoint: its bits, exactly
+        print(f"--model {args.model} is in finetune form: BSQ continues from its bit "
+              "representation (the same weights)")
+        model.to_bits_()
     model.to(run.device)
     if run.resume is None:
         if args.model:
@@ -71,7 +83,7 @@ def main(args):
         return True
 
     decay = args.decay if args.L1 else 0.0
-    print(f"BSQ: ResNet-{args.depth} on {args.dataset}, alpha {decay}, Prun_Int {args.Prun_Int}, "
+    print(f"BSQ: {arch_title(args)} on {args.dataset}, alpha {decay}, Prun_Int {args.Prun_Int}, "
           f"thre {args.thre}, act {args.act}, seed {args.manualSeed}, "
           f"{'corrected' if args.corrected else 'as the release'}, {run.device}")
     path = os.path.join(args.checkpoint, "checkpoint.pth.tar")

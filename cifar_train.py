@@ -1,30 +1,33 @@
-"""Full-precision pretraining of the CIFAR ResNet (the float model BSQ starts from).
+"""Full-precision pretraining of a network (the float model BSQ starts from).
 
     python cifar_train.py -a resnet --depth 20 --checkpoint checkpoints/cifar10/resnet-20
 """
 import os
 
-from models import load_model
-from utils.board import open_board
-from utils.cli import RECIPE, Parser, add_training_flags
-from utils.console import summary
-from utils.engine import evaluate
-from utils.errors import BSQError, run_main
-from utils.fit import Schedule, fit
-from utils.rundir import interrupted, open_run
-from utils.setup import model_config, prepare
+from models import add_model_flags, arch_title, load_model, model_config
+from utils.cli.console import summary
+from utils.cli.errors import BSQError, run_main
+from utils.cli.flags import Parser, add_training_flags
+from utils.cli.setup import prepare
+from utils.recipe import RECIPE
+from utils.report.board import open_board
+from utils.store.rundir import interrupted, open_run
+from utils.train.engine import evaluate
+from utils.train.fit import Schedule, fit
 
 
 def get_args_parser(add_help=True):
-    parser = Parser(description="Full-precision CIFAR ResNet training", add_help=add_help)
+    parser = Parser(description="Full-precision training of a network", add_help=add_help)
+    add_model_flags(parser)
     add_training_flags(parser, RECIPE["train"], checkpoint="checkpoints/cifar10/resnet-20",
                        evaluate="only evaluate --model; write nothing")
     return parser
 
 
 def main(args):
+    config = model_config(args)
     run = prepare(args, writes=not args.evaluate)
-    model, _ = load_model(args.resume or args.model, run.resume, **model_config(args))
+    model, _ = load_model(args.resume or args.model, run.resume, **config)
     if model.form != "float":
         raise BSQError(f"{args.resume or args.model} is a {model.form} model; cifar_train.py "
                        "trains float models (use cifar_finetune.py)")
@@ -33,7 +36,7 @@ def main(args):
         acc = evaluate(model, run.test_loader)["acc"]
         return summary(model, acc, acc, args.model)
 
-    print(f"ResNet-{args.depth} on {args.dataset}, {sum(p.numel() for p in model.parameters())} "
+    print(f"{arch_title(args)} on {args.dataset}, {sum(p.numel() for p in model.parameters())} "
           f"parameters, seed {args.manualSeed}, {run.device}")
     board = open_board(args, run.resume)
     with open_run(args):

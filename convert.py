@@ -10,17 +10,23 @@ becomes a PACT model with every alpha at its initial value; the file records epo
 """
 import os
 
-from models import load_model
-from utils.checkpoint import checkpoint_state, load_checkpoint, read_scheme, save_checkpoint
-from utils.cli import (RELEASE_CHECKPOINT, RELEASE_DEFAULTS, Parser, add_bit_flags,
-                       add_corrected_flag, add_data_flags, add_device_flags, add_model_flags,
-                       add_run_flags, add_unused_flags)
-from utils.console import summary
-from utils.engine import evaluate
-from utils.errors import BSQError, run_main
-from utils.report import scheme_report
-from utils.rundir import interrupted, open_run
-from utils.setup import model_config, prepare
+from models import add_model_flags, load_model, model_config
+from utils.cli.console import summary
+from utils.cli.errors import BSQError, run_main
+from utils.cli.flags import (
+    Parser,
+    add_bit_flags,
+    add_corrected_flag,
+    add_data_flags,
+    add_device_flags,
+    add_run_flags,
+)
+from utils.cli.setup import prepare
+from utils.release import RELEASE_CHECKPOINT, RELEASE_DEFAULTS, add_unused_flags
+from utils.report.scheme import scheme_report
+from utils.store.checkpoint import checkpoint_state, load_checkpoint, read_scheme, save_checkpoint
+from utils.store.rundir import interrupted, open_run
+from utils.train.engine import evaluate
 
 
 def get_args_parser(add_help=True):
@@ -42,8 +48,9 @@ def get_args_parser(add_help=True):
 def main(args):
     if not args.model:
         raise BSQError("convert.py needs --model: the float checkpoint to convert")
+    config = model_config(args)
     run = prepare(args)
-    model, ckpt = load_model(args.model, partial=True, **model_config(args))
+    model, ckpt = load_model(args.model, partial=True, **config)
     if model.form != "float":
         raise BSQError(f"--model {args.model} is already a {model.form} model: give a float one")
     nbits = read_scheme(ckpt) or args.Nbits  # as in the release: a float model's own scheme

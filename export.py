@@ -1,4 +1,4 @@
-"""Write a BSQ model at its true size (``utils/packedfile.py``'s packed format), or read one;
+"""Write a BSQ model at its true size (``utils/store/packedfile.py``'s packed format), or read one;
 or write it as an ONNX graph that ONNX Runtime executes (``models/onnx.py``).
 
     python export.py -a resnet --depth 20 --model checkpoints/cifar10/xxx-ft/best_bin.pth.tar \
@@ -18,19 +18,24 @@ import math
 import os
 from functools import partial
 
-from models import load_model
+from models import add_model_flags, load_model, model_config
 from models.onnx import compare, graph_sizes, logits, session
 from models.packed import pack, same_weights, sizes, unpack
-from utils.bits import FLOAT_BITS
-from utils.cli import (Parser, add_data_flags, add_device_flags, add_model_flags,
-                       add_overwrite_flag, add_run_flags)
-from utils.console import summary, times
-from utils.data import num_classes
-from utils.engine import evaluate
-from utils.errors import BSQError, run_main
-from utils.files import atomic_write
-from utils.rundir import check_writable
-from utils.setup import loaders, model_config, setup
+from utils.cli.console import summary, times
+from utils.cli.errors import BSQError, run_main
+from utils.cli.flags import (
+    Parser,
+    add_data_flags,
+    add_device_flags,
+    add_overwrite_flag,
+    add_run_flags,
+)
+from utils.cli.setup import loaders, setup
+from utils.data import input_shape, num_classes
+from utils.quant.bits import FLOAT_BITS
+from utils.store.files import atomic_write
+from utils.store.rundir import check_writable
+from utils.train.engine import evaluate
 
 
 def get_args_parser(add_help=True):
@@ -91,7 +96,7 @@ def onnx_main(args, device):
     checkpoint on the test set."""
     model, _ = load_bit_model(args, "--onnx")
     model.eval()
-    data, float_bytes, paper = graph_sizes(model)
+    data, float_bytes, paper = graph_sizes(model, input_shape(args))
     os.makedirs(os.path.dirname(os.path.abspath(args.onnx)), exist_ok=True)
     atomic_write(args.onnx, data)
     print(f"onnx model {args.onnx}: {len(data)} bytes, {float_bytes / len(data):.2f}x smaller "
@@ -135,9 +140,9 @@ def main(args):
 
     acc = source_acc = None
     if args.evaluate:
-        if model.num_classes != classes:
-            raise BSQError(f"{path} has {model.num_classes} classes, -d {args.dataset} has "
-                           f"{classes}: pass the matching -d/--dataset")
+        if model.arch_spec["num_classes"] != classes:
+            raise BSQError(f"{path} has {model.arch_spec['num_classes']} classes, -d "
+                           f"{args.dataset} has {classes}: pass the matching -d/--dataset")
         _, test_loader = loaders(args, device)
         acc = evaluate(model.to(device), test_loader)["acc"]
         print(f"packed model: test accuracy {acc:.2f}%")

@@ -9,9 +9,9 @@ from ``log.txt``, re-quantization epochs marked; ``tradeoff.png``: a sweep's acc
 compression, from ``sweep.json``.
 """
 
-from utils.cli import Parser
-from utils.errors import run_main
-from utils.plots import plot_folder
+from utils.cli.errors import run_main
+from utils.cli.flags import Parser
+from utils.report.plots import plot_folder
 
 
 def get_args_parser(add_help=True):

@@ -5,7 +5,7 @@
     python sweep.py --decays 0.002 0.005 0.01 0.02 --float-model CKPT --jobs 4   # 4 at once
     python sweep.py --decays 0.005 0.01 0.02 --launcher slurm --partition gpu --time 240
 
-Stages, each a job (``utils/launchers.py``) running a script with the recipe's hyperparameters
+Stages, each a job (``utils/sweep/launchers.py``) running a script with the recipe's hyperparameters
 (epoch counts, lr milestones and ``--Prun_Int`` multiplied by ``--epochs-scale``, rounded, at
 least 1), each in its own folder under ``--out`` with its ``stdout.txt``/``stderr.txt``:
 
@@ -38,16 +38,27 @@ import sys
 import time
 from dataclasses import dataclass
 
-from utils.bits import MAX_BITS
-from utils.cli import (RECIPE, Parser, add_bit_flags, add_corrected_flag, add_data_flags,
-                       add_model_flags, add_output_flags, add_seed_flags, add_speed_flags,
-                       add_threshold_flag, number)
-from utils.console import times
-from utils.errors import BSQError, run_main
-from utils.files import atomic_write, json_text, write_json
-from utils.launchers import Resources, add_launcher_flags, make_launcher
-from utils.plots import MissingExtra, plot_tradeoff
-from utils.stagejob import RESULT
+from models import MODEL_FLAGS, add_model_flags, arch_title, model_config
+from utils.cli.console import times
+from utils.cli.errors import BSQError, run_main
+from utils.cli.flags import (
+    Parser,
+    add_bit_flags,
+    add_corrected_flag,
+    add_data_flags,
+    add_output_flags,
+    add_seed_flags,
+    add_speed_flags,
+    add_threshold_flag,
+    number,
+    option,
+)
+from utils.quant.bits import MAX_BITS
+from utils.recipe import RECIPE
+from utils.report.plots import MissingExtra, plot_tradeoff
+from utils.store.files import atomic_write, json_text, write_json
+from utils.sweep.launchers import Resources, add_launcher_flags, make_launcher
+from utils.sweep.stagejob import RESULT
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 SPEED_FLAGS = ("--amp", "--channels-last", "--compile")
@@ -92,8 +103,12 @@ def get_args_parser(add_help=True):
 
 
 def model_flags(args):
-    return ["-a", args.arch, "--depth", str(args.depth), "-d", args.dataset, "--act",
-            str(args.act)]
+    """``-a``, every architecture flag the network reads, ``-d`` and ``--act``, as given."""
+    flags = ["-a", args.arch]
+    for dest in MODEL_FLAGS:
+        if getattr(args, dest, None) is not None:
+            flags += [option(dest), str(getattr(args, dest))]
+    return flags + ["-d", args.dataset, "--act", str(args.act)]
 
 
 def data_flags(args, train=True):
@@ -221,7 +236,7 @@ def table(sweep):
     """``sweep.md``: the run's settings and one table row per alpha."""
     cfg, epochs = sweep["config"], sweep["epochs"]
     lines = ["# BSQ sweep", "",
-             f"ResNet-{cfg['depth']} on {cfg['dataset']}, act {cfg['act']}, device "
+             f"{sweep['network']} on {cfg['dataset']}, act {cfg['act']}, device "
              f"{sweep['device']}, seed {cfg['manualSeed']}, epochs scale {cfg['epochs_scale']}; "
              f"epochs: pretraining {'skipped' if cfg['float_model'] else epochs['train']}, BSQ "
              f"{epochs['bsq']} (re-quantization every {epochs['Prun_Int']}), finetune "
@@ -256,6 +271,7 @@ def sweep_seed(out):
 
 
 def main(args):
+    model_config(args)  # the architecture and its flags, checked before any work
     if args.float_model and not os.path.isfile(args.float_model):
         raise BSQError(f"--float-model {args.float_model} does not exist: check the path")
     launcher = make_launcher(Resources.from_args(args))
@@ -276,7 +292,7 @@ def main(args):
                      "bsq_acc": bsq["acc"], "finetune_acc": ft["acc"],
                      "scratch_acc": scratch_ft["acc"], "scratch_before_acc": scratch["acc"]})
     factor = args.epochs_scale
-    sweep = {"config": vars(args),
+    sweep = {"config": vars(args), "network": arch_title(args),
              "device": launcher.device(),
              "epochs": {"train": scaled(RECIPE["train"].epochs, factor),
                         "bsq": scaled(RECIPE["bsq"].epochs, factor),
@@ -288,7 +304,7 @@ def main(args):
              "runs": runs, "rows": rows, "plot": None}
     try:
         sweep["plot"] = plot_tradeoff(rows, os.path.join(out, "tradeoff.png"), sweep["float_acc"],
-                                      f"BSQ sweep, ResNet-{args.depth} on {args.dataset}")
+                                      f"BSQ sweep, {sweep['network']} on {args.dataset}")
     except MissingExtra as e:
         print(f"[sweep] no tradeoff.png: {e}")
     write_json(sweep, os.path.join(out, "sweep.json"))

@@ -1,7 +1,7 @@
 """Seconds per training epoch of each script's loop, and what the data path adds to it.
 
 Loops: ``train`` (float weights, cifar_train.py), ``bsq`` (bits + regularizer,
-cifar_prune_STE.py), ``finetune`` (cifar_finetune.py), all through ``utils.engine
+cifar_prune_STE.py), ``finetune`` (cifar_finetune.py), all through ``utils.train.engine
 .train_one_epoch``. Data: ``premade`` (normalised batches made beforehand: no data cost),
 ``device`` (the default DeviceLoader: crop, flip, normalise per batch) and ``release`` (the
 release's DataLoader + PIL transforms). Random uint8 images stand in for CIFAR (the data path's
@@ -23,15 +23,16 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from models import resnet  # noqa: E402
-from utils.data import DeviceLoader, OnDevice, release_loaders  # noqa: E402
-from utils.engine import Speed, build_steps, make_optimizer, train_one_epoch  # noqa: E402
+from models import build_model  # noqa: E402
+from utils.data.cifar import DeviceLoader  # noqa: E402
+from utils.release import OnDevice, release_loaders  # noqa: E402
+from utils.train.engine import Speed, build_steps, make_optimizer, train_one_epoch  # noqa: E402
 
 
 def models(depth):
-    return {"train": (resnet(depth=depth), 0.0),
-            "bsq": (resnet(depth=depth).to_bits_(8), 0.01),
-            "finetune": (resnet(depth=depth).to_bits_(8).to_finetune_(), 0.0)}
+    return {"train": (build_model("resnet", depth=depth), 0.0),
+            "bsq": (build_model("resnet", depth=depth).to_bits_(8), 0.01),
+            "finetune": (build_model("resnet", depth=depth).to_bits_(8).to_finetune_(), 0.0)}
 
 
 def main():

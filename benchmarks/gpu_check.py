@@ -34,8 +34,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(REPO, "..", "shared")
 sys.path.insert(0, REPO)
 
-from utils.checkpoint import load_checkpoint  # noqa: E402
-from utils.epochlog import read_log  # noqa: E402
+from utils.store.checkpoint import load_checkpoint  # noqa: E402
+from utils.store.epochlog import read_log  # noqa: E402
 
 STEP_VARIANTS = ["bits", "finetune", "float+graph", "bits+graph", "finetune+graph",
                  "bits+compile+graph"]

@@ -17,8 +17,8 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from models import resnet  # noqa: E402
-from utils.engine import make_optimizer, make_step  # noqa: E402
+from models import build_model  # noqa: E402
+from utils.train.engine import make_optimizer, make_step  # noqa: E402
 
 
 def top_level_ops(step, x, y):
@@ -43,9 +43,9 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(0)
     x, y = torch.randn(args.batch, 3, 32, 32), torch.randint(0, 10, (args.batch,))
-    models = {"float": (resnet(depth=args.depth), 0.0),
-              "bits": (resnet(depth=args.depth).to_bits_(8), 0.01),
-              "finetune": (resnet(depth=args.depth).to_bits_(8).to_finetune_(), 0.0)}
+    models = {"float": (build_model("resnet", depth=args.depth), 0.0),
+              "bits": (build_model("resnet", depth=args.depth).to_bits_(8), 0.01),
+              "finetune": (build_model("resnet", depth=args.depth).to_bits_(8).to_finetune_(), 0.0)}
     report = {}
     for name, (model, decay) in models.items():
         counts = top_level_ops(make_step(model, make_optimizer(model, 0.1, 0.9, 1e-4), decay), x, y)

@@ -1,29 +1,23 @@
-"""Bit-representation layers and the CIFAR ResNet of BSQ."""
-from utils.checkpoint import load_checkpoint, load_model_state
-from utils.corrections import RELEASE
+"""Everything that knows networks: bit layers, the one swap that makes any network a bit network,
+the architectures by name, loading a model's state, and the model-level exports.
 
+    model = build_model("vgg16_bn", num_classes=10, act=4)     # a BitModel in float form
+    model.to_bits_(8)                                           # 8-bit bit representation
+    model, ckpt = load_model("checkpoint.pth.tar")              # the network it records
+
+``to_bit_layers_`` and ``quantize_activations_`` (``swap.py``) and ``make_bit_model``
+(``bitmodel.py``) are the swap itself, for a network built in Python.
+"""
+from . import cifar  # noqa: F401  (registers the release's CIFAR networks)
 from .bitlayer import BitConv2d, BitLayer, BitLinear
-from .bitmodel import BitModel
-from .resnet import ResNet, resnet
+from .bitmodel import BitModel, make_bit_model
+from .build import build_model
+from .flags import add_model_flags, arch_title, model_config
+from .registry import ARCHS, MODEL_FLAGS, Arch, ArchError, get_arch, register
+from .state import load_model, load_model_state, recorded_config
+from .swap import quantize_activations_, to_bit_layers_
 
-__all__ = ["ARCHS", "BitConv2d", "BitLayer", "BitLinear", "BitModel", "ResNet", "build_model",
-           "load_model", "resnet"]
-ARCHS = {"resnet": resnet}
-
-
-def build_model(arch="resnet", depth=20, num_classes=10, act=4, corrections=RELEASE):
-    """The network ``arch``, in float form, on the CPU, computing as the release does except for
-    ``corrections``."""
-    return ARCHS[arch](depth=depth, num_classes=num_classes, act=act, corrections=corrections)
-
-
-def load_model(path=None, checkpoint=None, partial=False, **config):
-    """``build_model(**config)`` with the checkpoint at ``path`` (any form, ours or the
-    release's) loaded into it; ``checkpoint``: that file already read; ``partial``: see
-    ``load_model_state``. Without a path, the freshly initialised model. Returns ``(model,
-    checkpoint)``; raises ``CheckpointError``."""
-    model = build_model(**config)
-    if not path:
-        return model, None
-    checkpoint = checkpoint if checkpoint is not None else load_checkpoint(path)
-    return load_model_state(model, checkpoint, path, partial), checkpoint
+__all__ = ["ARCHS", "MODEL_FLAGS", "Arch", "ArchError", "BitConv2d", "BitLayer", "BitLinear",
+           "BitModel", "add_model_flags", "arch_title", "build_model", "get_arch", "load_model",
+           "load_model_state", "make_bit_model", "model_config", "quantize_activations_",
+           "recorded_config", "register", "to_bit_layers_"]

@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.ste import ActQuant, PACTClip
+from utils.quant.ste import ActQuant, PACTClip
 
 PACT_INIT = 10.0
 

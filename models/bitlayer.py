@@ -17,8 +17,8 @@ Parameter names, shapes and order are the original release's (``scale`` and ``bi
 between the two by at most a ``module.`` prefix.
 
 Where the release computes otherwise than the method, the layer follows the release unless its
-``corrections`` (``utils/corrections.py``) say otherwise: an all-zero tensor keeps one zero plane
-at precision 1 (and in finetune form goes to precision 0, outputting zero while its gradient
+``corrections`` (``utils/quant/corrections.py``) say otherwise: an all-zero tensor keeps one zero
+plane at precision 1 (and in finetune form goes to precision 0, outputting zero while its gradient
 passes straight through, as in the release), the finetune form drops the classifier bias from
 the forward pass, and ``to_float_`` of the bits form is ``scale * sum_i (p_i - n_i) e_i``. With
 ``corrections.zero_precision``, precision 0 outputs zero and gets no gradient, so it stays zero.
@@ -29,9 +29,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.bits import drop_planes, encode, plane_value, quantize, requantize
-from utils.corrections import RELEASE
-from utils.ste import WeightQuant, levels
+from utils.quant.bits import drop_planes, encode, plane_value, quantize, requantize
+from utils.quant.corrections import RELEASE
+from utils.quant.ste import WeightQuant, levels
 
 FORMS = ("float", "bits", "finetune")
 # The release's registration order of a layer's parameters: each form's are a subsequence of it.
@@ -61,6 +61,12 @@ class BitLayer:
         self.slots = ("weight",) if self.bias is None else ("weight", "bias")
         self.shapes = {slot: tuple(getattr(self, slot).shape) for slot in self.slots}
         self.nbits = {slot: nbits for slot in self.slots}
+
+    def _adopt(self, layer):
+        """Take ``layer``'s weight and bias (and its train/eval mode) in place of this layer's."""
+        for slot in self.slots:
+            setattr(self, slot, getattr(layer, slot))
+        return self.train(layer.training)
 
     # -- forward ---------------------------------------------------------------------------
     def quantized(self, slot):
@@ -246,7 +252,7 @@ class BitLayer:
     @torch.no_grad()
     def settle_(self):
         """What the release does to a bit model it loads, before training on it: drop its empty
-        planes, bits left as they are (``utils.bits.drop_planes`` at threshold 0); with
+        planes, bits left as they are (``utils.quant.bits.drop_planes`` at threshold 0); with
         ``corrections.load_rounding``, re-quantize it at threshold 0 (round, then drop)."""
         assert self.form == "bits", "settling needs the bit representation"
         if self.corrections.load_rounding:
@@ -292,11 +298,21 @@ class BitLayer:
 
 
 class BitConv2d(BitLayer, nn.Conv2d):
-    """``nn.Conv2d`` whose weight is BSQ-quantized (see the module docstring)."""
+    """``nn.Conv2d`` whose weight (and bias) are BSQ-quantized (see the module docstring)."""
 
     def __init__(self, *args, nbits=8, corrections=RELEASE, **kwargs):
         super().__init__(*args, **kwargs)
         self._init_bits(nbits, corrections)
+
+    @classmethod
+    def from_conv(cls, conv, nbits=8, corrections=RELEASE):
+        """The bit layer of ``conv``, in float form: every attribute of the convolution (stride,
+        padding, dilation, groups, padding mode) and its weight and bias as they are (the same
+        parameters). Draws no random numbers."""
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                    conv.padding, conv.dilation, conv.groups, conv.bias is not None,
+                    conv.padding_mode, device="meta", nbits=nbits, corrections=corrections)
+        return layer._adopt(conv)
 
     def forward(self, x):
         return self._conv_forward(x, self.quantized("weight"), self.quantized("bias"))
@@ -308,6 +324,14 @@ class BitLinear(BitLayer, nn.Linear):
     def __init__(self, *args, nbits=8, corrections=RELEASE, **kwargs):
         super().__init__(*args, **kwargs)
         self._init_bits(nbits, corrections)
+
+    @classmethod
+    def from_linear(cls, linear, nbits=8, corrections=RELEASE):
+        """The bit layer of ``linear``, in float form, with its weight and bias as they are (the
+        same parameters). Draws no random numbers."""
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
+                    device="meta", nbits=nbits, corrections=corrections)
+        return layer._adopt(linear)
 
     def forward(self, x):
         return F.linear(x, self.quantized("weight"), self.quantized("bias"))

@@ -1,34 +1,33 @@
-"""Model-level BSQ operations over every quantized layer of a network."""
-import torch.nn as nn
+"""Model-level BSQ operations over every bit layer of a network, whatever the network."""
+import functools
 
-from utils.bits import FLOAT_BITS, clamp_
-from utils.corrections import RELEASE
-from utils.regularizer import bit_group_lasso
+from utils.quant.bits import FLOAT_BITS, clamp_
+from utils.quant.corrections import RELEASE
+from utils.quant.regularizer import bit_group_lasso
 
 from .bitlayer import FORMS, BitLayer
 
 CLAMP = {"bits": (0.0, 2.0), "finetune": (-1.0, 1.0)}  # docs/method.md: after every step
 
 
-def release_clamped(name, form):
-    """Whether the release clamps the parameter ``name`` after a step in ``form``: in bits form
-    every one named without ``scale`` or ``bn`` (bit planes, shortcut convs and their BatchNorm
-    ``downsample.1``, PACT's alphas), in finetune form every one named with ``weight`` and
-    without ``bn`` (finetune weights, shortcut convs, their BatchNorm's weight)."""
-    if form == "bits":
-        return "scale" not in name and "bn" not in name
-    return "weight" in name and "bn" not in name
+class BitModel:
+    """The model-level BSQ operations over every bit layer of a network: forms, scheme, size
+    accounting (TP, TB, compression), regularizer, re-quantization, clamp.
 
+    A mixin: ``make_bit_model`` gives a network these methods by making its class a subclass of
+    both (the way ``torch.nn.utils.parametrize`` re-classes a module), so the network keeps its
+    own forward, module tree and parameter names. Layers that are not ``BitLayer``s (BatchNorm,
+    float convs such as the release ResNet's shortcuts, activation quantizers) take no part in the
+    accounting or the regularizer.
 
-class BitModel(nn.Module):
-    """Base class of networks built from ``BitLayer``s.
-
-    It converts all quantized layers between forms together, re-quantizes them, and does the size
-    accounting (TP, TB, compression) and the regularizer over exactly the quantized layers: layers
-    that are plain ``nn.Conv2d`` (the shortcut convs) or BatchNorm never take part.
+    Attributes set by ``make_bit_model``: ``corrections`` (``utils.quant.corrections``),
+    ``arch_spec`` (what rebuilds the network: ``{"arch", "num_classes", "act", **its flags}``)
+    and ``release_clamp`` (the release's clamp by parameter name, or None).
     """
 
-    corrections = RELEASE  # set by the subclass's constructor: shared with its layers
+    corrections = RELEASE
+    arch_spec = {}
+    release_clamp = None
 
     def quant_layers(self):
         """``[(name, layer)]`` of the quantized layers, in module order."""
@@ -115,14 +114,35 @@ class BitModel(nn.Module):
         return bit_group_lasso([g for _, m in self.quant_layers() for g in m.bit_groups()])
 
     def clamp_(self):
-        """After an optimizer step, bits form to [0, 2] and finetune form to [-1, 1]: the
-        parameters the release clamps (``release_clamped``), or with ``corrections.clamp`` only
-        the bit planes or the finetune weights ``w``."""
+        """After an optimizer step, bits form to [0, 2] and finetune form to [-1, 1]: the bit
+        planes or the finetune weights ``w`` (the rule by role), or, on the release's own network
+        without ``corrections.clamp``, the parameters its name rule chooses
+        (``release_clamp``)."""
         form = self.form
         if form not in CLAMP:
             return
-        if self.corrections.clamp:
+        if self.corrections.clamp or self.release_clamp is None:
             targets = [t for _, m in self.quant_layers() for t in m.clamp_targets()]
         else:
-            targets = [p for name, p in self.named_parameters() if release_clamped(name, form)]
+            targets = [p for name, p in self.named_parameters() if self.release_clamp(name, form)]
         clamp_(targets, *CLAMP[form])
+
+
+def make_bit_model(net, arch_spec=None, corrections=RELEASE, release_clamp=None, forward=None):
+    """``net`` (whose layers ``models/swap.py`` made bit layers) as a ``BitModel``, in place.
+
+    Its class becomes ``Bit<Class>``, a subclass of ``BitModel`` and of its own class, whose
+    ``forward`` is ``forward`` when given (the rewired forward of ``quantize_activations_``).
+    Returns ``net``.
+    """
+    base = type(net)
+    net.__class__ = _bit_class(base) if forward is None else type(
+        f"Bit{base.__name__}", (BitModel, base), {"forward": forward, "__module__": __name__})
+    net.corrections, net.release_clamp = corrections, release_clamp
+    net.arch_spec = dict(arch_spec or {})
+    return net
+
+
+@functools.lru_cache(maxsize=None)
+def _bit_class(base):
+    return type(f"Bit{base.__name__}", (BitModel, base), {"__module__": __name__})

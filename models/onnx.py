@@ -1,10 +1,14 @@
 """A bit or finetune model as an ONNX graph that ONNX Runtime executes (docs/method.md,
-"Inference").
+"Inference"), for any network: one handler per layer type and per function, as Brevitas's export
+handlers are.
 
-The graph is written by hand with ``onnx.helper`` rather than traced by ``torch.onnx``: the
-tracer would export each quantized weight as the float tensor it computes, while here it is
-stored as its integer code, and the hand-written graph spells out the release's fp32 operation
-order, op by op, where a traced one leaves it to the exporter's decompositions.
+The network's forward pass is traced with ``torch.fx`` in eval mode (bit layers and activation
+quantizers as leaves, as in ``models/swap.py``), and each node of the trace is written as ONNX
+operators by the handler of its module type (``MODULES``), function (``FUNCTIONS``) or tensor
+method (``METHODS``); a node without one is named in one line (``ExportError``). The graph is
+written with ``onnx.helper`` rather than by ``torch.onnx``: the exporter would store each
+quantized weight as the float tensor it computes, while here it is stored as its integer code,
+and the handlers spell out the release's fp32 operation order, op by op.
 
 Weights. A quantized tensor at precision N is its signed code ``c`` (``BitLayer.code``,
 ``W = scale * c / (2^N - 1)``), stored as the narrowest ONNX integer type that holds
@@ -15,30 +19,43 @@ the scale), so the dequantized weight is the checkpoint's bit for bit, which one
 ``DequantizeLinear`` with the scale ``scale / (2^N - 1)`` is not (its product rounds once, the
 model's quotient and product twice). ONNX Runtime keeps ``DequantizeLinear`` unfolded, as in any
 QDQ graph, so the chain runs with each call: elementwise over the weights, small next to the
-convolutions. A precision-0 tensor is a zero constant of its shape. BatchNorm, the shortcut convs
-and PACT's alphas stay float32.
+convolutions. A precision-0 tensor is a zero constant of its shape. BatchNorm, float convs and
+PACT's alphas stay float32.
 
 Activations: ReLU6 (``--act`` >= 4) or PACT (``min(max(x, 0), alpha)``), then
 ``S * (Round(x k / S) / k)`` with ``S = max(max|x|, 2^-149)`` over the whole batch, as
-``utils/ste.py`` computes it. The range is the batch's, so an image's output depends on the
+``utils/quant/ste.py`` computes it. The range is the batch's, so an image's output depends on the
 batch it is in, as in PyTorch; ``--act 0`` has no quantizer.
+
+The input is ``(batch, C, H, W)`` with the batch dimension dynamic and ``C, H, W`` those of the
+data the model is run on (``input_shape``).
 """
+import operator
+
 import ml_dtypes
 import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
-from utils.engine import meters
-from utils.ste import SMALLEST_POSITIVE, levels
+from utils.cli.errors import BSQError
+from utils.quant.ste import SMALLEST_POSITIVE, levels
+from utils.train.engine import meters
 
+from .activation import ActQuantizer
 from .bitlayer import BitLayer
+from .swap import trace
 
 OPSET = 21  # the first with INT4 and INT16 in DequantizeLinear
 INT_TYPES = ((3, ml_dtypes.int4), (7, np.int8), (8, np.int16))  # (largest N, code type)
 INPUT, OUTPUT = "input", "logits"
+
+
+class ExportError(BSQError):
+    """A network the ONNX export has no handler for; the message names the node."""
 
 
 def code_type(nbits):
@@ -49,8 +66,9 @@ def code_type(nbits):
 class _Graph:
     """Nodes and initializers of a graph under construction; each op returns its output name."""
 
-    def __init__(self):
+    def __init__(self, float_weights=False):
         self.nodes, self.initializers, self.count = [], [], 0
+        self.float_weights = float_weights
 
     def name(self, hint):
         self.count += 1
@@ -64,6 +82,9 @@ class _Graph:
     def scalar(self, value, hint="c"):
         return self.const(np.array(value, dtype=np.float32), hint)
 
+    def ints(self, values, hint="shape"):
+        return self.const(np.array(values, dtype=np.int64), hint)
+
     def op(self, op_type, *inputs, hint=None, **attrs):
         out = self.name(hint or op_type.lower())
         self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
@@ -74,15 +95,20 @@ def _tensor(t):
     return t.detach().cpu().contiguous().numpy()
 
 
-def _weight(g, layer, slot, name, float_weights):
-    """The graph value of the tensor ``layer`` uses for ``slot``, None where it uses none."""
+# -- weights -----------------------------------------------------------------------------------
+def _weight(g, layer, slot, name):
+    """The graph value of the tensor ``layer`` uses for ``slot``, None where it uses none: the
+    dequantized integer code of a bit layer, the float tensor of a float layer."""
+    if not isinstance(layer, BitLayer):
+        tensor = getattr(layer, slot)
+        return None if tensor is None else g.const(_tensor(tensor), f"{name}.{slot}")
     if not layer.uses(slot):
         return None
     nbits = layer.nbits[slot]
-    if float_weights:
+    if g.float_weights:
         return g.const(_tensor(layer.quantized(slot).float()), f"{name}.{slot}")
     if nbits == 0:
-        shape = g.const(np.array(layer.shapes[slot], dtype=np.int64), f"{name}.{slot}.shape")
+        shape = g.ints(layer.shapes[slot], f"{name}.{slot}.shape")
         return g.op("ConstantOfShape", shape, hint=f"{name}.{slot}",
                     value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))
     dtype = code_type(nbits)
@@ -94,28 +120,42 @@ def _weight(g, layer, slot, name, float_weights):
                 hint=f"{name}.{slot}")
 
 
-def _conv(g, x, conv, name, float_weights=False):
-    """A ``BitConv2d`` (through ``_weight``) or a plain float ``nn.Conv2d``."""
-    if isinstance(conv, BitLayer):
-        inputs = [_weight(g, conv, s, name, float_weights) for s in conv.slots]
-    else:
-        inputs = [g.const(_tensor(conv.weight), f"{name}.weight")]
+# -- handlers of modules: (graph, x, module, name) -> value ------------------------------------
+def _conv(g, x, conv, name):
+    """``nn.Conv2d`` or ``BitConv2d``: Conv with its stride, padding, dilation and groups."""
+    if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
+        raise ExportError(f"{name}: padding {conv.padding!r} / {conv.padding_mode} has no handler")
+    inputs = [_weight(g, conv, slot, name) for slot in ("weight", "bias")]
     return g.op("Conv", x, *[i for i in inputs if i is not None], hint=name,
                 kernel_shape=list(conv.kernel_size), strides=list(conv.stride),
-                pads=list(conv.padding) * 2)
+                pads=list(conv.padding) * 2, dilations=list(conv.dilation), group=conv.groups)
 
 
-def _bn(g, x, bn, name):
+def _linear(g, x, linear, name):
+    """``nn.Linear`` or ``BitLinear``: ``x W^T + b``, Gemm on a matrix."""
+    inputs = [_weight(g, linear, slot, name) for slot in ("weight", "bias")]
+    return g.op("Gemm", x, *[i for i in inputs if i is not None], hint=name, transB=1)
+
+
+def _batch_norm(g, x, bn, name):
+    if bn.running_mean is None:
+        raise ExportError(f"{name}: a BatchNorm without running statistics has no handler")
+    weight = bn.weight if bn.affine else torch.ones_like(bn.running_mean)
+    bias = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
     tensors = [g.const(_tensor(t), f"{name}.{k}") for k, t in
-               (("weight", bn.weight), ("bias", bn.bias), ("running_mean", bn.running_mean),
+               (("weight", weight), ("bias", bias), ("running_mean", bn.running_mean),
                 ("running_var", bn.running_var))]
     return g.op("BatchNormalization", x, *tensors, hint=name, epsilon=bn.eps)
 
 
-def _activation(g, x, quantizer, name):
+def _relu6(g, x, name):
+    return g.op("Clip", x, g.scalar(0.0, "zero"), g.scalar(6.0, "six"), hint=name)
+
+
+def _act_quantizer(g, x, quantizer, name):
     """``ActQuantizer``: ReLU6 or PACT, then the per-batch max-scaled quantizer."""
     if quantizer.act >= 4:
-        x = g.op("Clip", x, g.scalar(0.0, "zero"), g.scalar(6.0, "six"), hint=f"{name}.relu6")
+        x = _relu6(g, x, f"{name}.relu6")
     else:
         alpha = g.const(_tensor(quantizer.alpha), f"{name}.alpha")
         x = g.op("Min", g.op("Relu", x), alpha, hint=f"{name}.pact")
@@ -128,36 +168,172 @@ def _activation(g, x, quantizer, name):
     return g.op("Mul", s, g.op("Div", r, k), hint=name)
 
 
-def build_graph(model, float_weights=False):
-    """The ``onnx.ModelProto`` of ``model``'s inference forward, batch dimension dynamic.
+def _pool(op_type, g, x, name, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+          count_include_pad=True):
+    pair = lambda v: list(v) if isinstance(v, (tuple, list)) else [v, v]  # noqa: E731
+    attrs = {"kernel_shape": pair(kernel_size), "strides": pair(stride or kernel_size),
+             "pads": pair(padding) * 2, "ceil_mode": int(ceil_mode)}
+    if op_type == "MaxPool":
+        attrs["dilations"] = pair(dilation)
+    else:
+        attrs["count_include_pad"] = int(count_include_pad)
+    return g.op(op_type, x, hint=name, **attrs)
+
+
+def _global_pool(g, x, name, output_size):
+    if output_size not in (1, (1, 1), [1, 1]):
+        raise ExportError(f"{name}: adaptive average pooling to {output_size} has no handler")
+    return g.op("GlobalAveragePool", x, hint=name)
+
+
+def _flatten(g, x, name, start_dim=1, end_dim=-1):
+    if (start_dim, end_dim) != (1, -1):
+        raise ExportError(f"{name}: flatten({start_dim}, {end_dim}) has no handler")
+    return g.op("Flatten", x, hint=name, axis=1)
+
+
+MODULES = {
+    nn.Conv2d: _conv,
+    nn.Linear: _linear,
+    nn.BatchNorm2d: _batch_norm,
+    ActQuantizer: _act_quantizer,
+    nn.ReLU: lambda g, x, m, name: g.op("Relu", x, hint=name),
+    nn.ReLU6: lambda g, x, m, name: _relu6(g, x, name),
+    nn.MaxPool2d: lambda g, x, m, name: _pool("MaxPool", g, x, name, m.kernel_size, m.stride,
+                                              m.padding, m.dilation, m.ceil_mode),
+    nn.AvgPool2d: lambda g, x, m, name: _pool("AveragePool", g, x, name, m.kernel_size,
+                                              m.stride, m.padding, 1, m.ceil_mode,
+                                              m.count_include_pad),
+    nn.AdaptiveAvgPool2d: lambda g, x, m, name: _global_pool(g, x, name, m.output_size),
+    nn.Flatten: lambda g, x, m, name: _flatten(g, x, name, m.start_dim, m.end_dim),
+    nn.Dropout: lambda g, x, m, name: x,  # identity in eval mode
+    nn.Identity: lambda g, x, m, name: x,
+}
+
+
+# -- handlers of functions and tensor methods: (graph, name, *args, **kwargs) -> value ----------
+class _Size:
+    """``x.size(d)`` in a shape: Reshape's 0 (copy the dimension) where it sits at index d."""
+
+    def __init__(self, dim):
+        self.dim = dim
+
+
+def _reshape(g, name, x, *shape):
+    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    dims = []
+    for i, d in enumerate(shape):
+        if isinstance(d, _Size) and d.dim == i:
+            dims.append(0)  # ONNX Reshape: 0 copies the input's dimension i (the batch)
+        elif isinstance(d, int):
+            dims.append(d)
+        else:
+            raise ExportError(f"{name}: a reshape to {shape} has no handler")
+    return g.op("Reshape", x, g.ints(dims), hint=name)
+
+
+def _size(g, name, x, dim=None):
+    if dim is None:
+        raise ExportError(f"{name}: x.size() without a dimension has no handler")
+    return _Size(dim)
+
+
+def _binary(op_type):
+    def handler(g, name, a, b):
+        a, b = (g.scalar(float(v)) if isinstance(v, (int, float)) else v for v in (a, b))
+        return g.op(op_type, a, b, hint=name)
+    return handler
+
+
+def _cat(g, name, tensors, dim=0):
+    return g.op("Concat", *tensors, hint=name, axis=dim)
+
+
+def _avg_pool_fn(g, name, x, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True, divisor_override=None):
+    if divisor_override is not None:
+        raise ExportError(f"{name}: avg_pool2d with divisor_override has no handler")
+    return _pool("AveragePool", g, x, name, kernel_size, stride, padding, 1, ceil_mode,
+                 count_include_pad)
+
+
+def _max_pool_fn(g, name, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                 return_indices=False):
+    if return_indices:
+        raise ExportError(f"{name}: max_pool2d with return_indices has no handler")
+    return _pool("MaxPool", g, x, name, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def _relu_fn(g, name, x, inplace=False):
+    return g.op("Relu", x, hint=name)
+
+
+def _identity(g, name, x, *args, **kwargs):
+    return x
+
+
+FUNCTIONS = {
+    operator.add: _binary("Add"), operator.iadd: _binary("Add"), torch.add: _binary("Add"),
+    operator.mul: _binary("Mul"), torch.mul: _binary("Mul"),
+    torch.cat: _cat, torch.flatten: lambda g, name, x, *a, **k: _flatten(g, x, name, *a, **k),
+    F.relu: _relu_fn, torch.relu: _relu_fn,
+    F.relu6: lambda g, name, x, inplace=False: _relu6(g, x, name),
+    F.avg_pool2d: _avg_pool_fn, F.max_pool2d: _max_pool_fn, torch.max_pool2d: _max_pool_fn,
+    F.adaptive_avg_pool2d: lambda g, name, x, output_size: _global_pool(g, x, name, output_size),
+    F.dropout: _identity,
+}
+METHODS = {
+    "view": _reshape, "reshape": _reshape, "size": _size, "add": _binary("Add"),
+    "flatten": lambda g, name, x, *a, **k: _flatten(g, x, name, *a, **k),
+    "relu": _relu_fn, "contiguous": _identity,
+}
+
+
+# -- the graph -------------------------------------------------------------------------------
+def build_graph(model, input_shape=(3, 32, 32), float_weights=False):
+    """The ``onnx.ModelProto`` of ``model``'s inference forward on ``(batch, *input_shape)``
+    inputs, the batch dimension dynamic; raises ``ExportError`` naming a node without handler.
 
     ``float_weights``: every weight as the float32 tensor it dequantizes to (for the size
     comparison in ``benchmarks/onnx.py``).
     """
     assert model.form != "float", "a float model has no codes to export"
-    g = _Graph()
-    x = g.op("Relu", _bn(g, _conv(g, INPUT, model.conv1, "conv1", float_weights), model.bn1,
-                         "bn1"))
-    for stage in ("layer1", "layer2", "layer3"):
-        for i, block in enumerate(getattr(model, stage)):
-            name = f"{stage}.{i}"
-            out = _conv(g, x, block.conv1, f"{name}.conv1", float_weights)
-            out = _activation(g, _bn(g, out, block.bn1, f"{name}.bn1"), block.relu1,
-                              f"{name}.relu1")
-            out = _bn(g, _conv(g, out, block.conv2, f"{name}.conv2", float_weights), block.bn2,
-                      f"{name}.bn2")
-            if block.downsample is not None:
-                conv, bn = block.downsample
-                x = _bn(g, _conv(g, x, conv, f"{name}.downsample.0"), bn, f"{name}.downsample.1")
-            x = _activation(g, g.op("Add", out, x), block.relu2, f"{name}.relu2")
-    x = g.op("Flatten", g.op("AveragePool", x, kernel_shape=[8, 8], strides=[8, 8]), axis=1)
-    fc = [_weight(g, model.fc, s, "fc", float_weights) for s in model.fc.slots]
-    g.nodes.append(helper.make_node("Gemm", [x, *[v for v in fc if v is not None]], [OUTPUT],
-                                    transB=1))
+    g = _Graph(float_weights)
+    traced = trace(model, training=False)
+    values, output = {}, None
+    for node in traced.nodes:
+        args = _values(node.args, values)
+        kwargs = _values(node.kwargs, values)
+        name = node.name if node.op != "call_module" else node.target
+        if node.op == "placeholder":
+            if values:
+                raise ExportError(f"the forward pass takes more than one input ({node.name})")
+            values[node] = INPUT
+        elif node.op == "call_module":
+            module = model.get_submodule(node.target)
+            handler = next((h for t, h in MODULES.items() if isinstance(module, t)), None)
+            if handler is None:
+                raise ExportError(f"{node.target} ({type(module).__name__}) has no ONNX handler")
+            values[node] = handler(g, *args, module, name, **kwargs)
+        elif node.op in ("call_function", "call_method"):
+            table = FUNCTIONS if node.op == "call_function" else METHODS
+            handler = table.get(node.target)
+            if handler is None:
+                what = getattr(node.target, "__name__", node.target)
+                raise ExportError(f"{node.name}: {node.op} {what} has no ONNX handler")
+            values[node] = handler(g, name, *args, **kwargs)
+        elif node.op == "output":
+            output = args[0]
+        else:
+            raise ExportError(f"{node.name}: {node.op} {node.target} has no ONNX handler")
+    if not isinstance(output, str):
+        raise ExportError("the forward pass does not return one tensor")
+    g.nodes.append(helper.make_node("Identity", [output], [OUTPUT]))
+    classes = model.arch_spec.get("num_classes", "classes")
     graph = helper.make_graph(
-        g.nodes, f"resnet{model.depth}_bsq",
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", 3, 32, 32])],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", model.num_classes])],
+        g.nodes, f"{model.arch_spec.get('arch', 'network')}_bsq",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", *input_shape])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", classes])],
         g.initializers)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="bsq-cifar")
@@ -166,11 +342,22 @@ def build_graph(model, float_weights=False):
     return proto
 
 
-def graph_sizes(model):
+def _values(obj, values):
+    """fx arguments with each node replaced by its graph value."""
+    if isinstance(obj, torch.fx.Node):
+        return values[obj]
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_values(v, values) for v in obj)
+    if isinstance(obj, dict):
+        return {k: _values(v, values) for k, v in obj.items()}
+    return obj
+
+
+def graph_sizes(model, input_shape=(3, 32, 32)):
     """``(data, float_bytes, paper_bytes)``: the serialized graph of ``model``, the size of the
     same graph with float32 weights, and the paper's size TB/8."""
-    data = build_graph(model).SerializeToString()
-    float_bytes = len(build_graph(model, float_weights=True).SerializeToString())
+    data = build_graph(model, input_shape).SerializeToString()
+    float_bytes = len(build_graph(model, input_shape, float_weights=True).SerializeToString())
     return data, float_bytes, model.size()[1] / 8
 
 
@@ -183,7 +370,7 @@ def session(data, threads=0):
 
 
 def logits(sess, x):
-    """ONNX Runtime's logits (B, classes) of a float32 batch ``x`` (B, 3, 32, 32), on the CPU."""
+    """ONNX Runtime's logits (B, classes) of a float32 batch ``x`` (B, C, H, W), on the CPU."""
     return torch.from_numpy(sess.run([OUTPUT], {INPUT: _tensor(x.float())})[0])
 
 
@@ -191,8 +378,8 @@ def logits(sess, x):
 def compare(model, other, loader):
     """``model`` in eval mode against ``other`` (a batch -> logits function, e.g.
     ``functools.partial(logits, sess)`` for an ONNX Runtime session), batch by batch over
-    ``loader``: both test accuracies as ``utils.engine.evaluate`` computes them (percent), the
-    share of images whose predicted class agrees (percent), the largest absolute logit
+    ``loader``: both test accuracies as ``utils.train.engine.evaluate`` computes them (percent),
+    the share of images whose predicted class agrees (percent), the largest absolute logit
     difference."""
     model.eval()
     totals = torch.zeros(2, 2, dtype=torch.float64)  # (model, other) x (ce * n, top-1 * n)

@@ -1,4 +1,4 @@
-"""A BSQ model to and from its packed file (the format is ``utils/packedfile.py``'s).
+"""A BSQ model to and from its packed file (the format is ``utils/store/packedfile.py``'s).
 
 Each quantized tensor is stored as the integer code its forward pass uses,
 ``code = sign(w) round(|clip(w, -1, 1)| (2^N - 1))`` (so ``W = scale * code / (2^N - 1)``), at
@@ -10,17 +10,17 @@ finetune form) is not stored and comes back at precision 0, zero.
 """
 import torch
 
-from utils.bits import FLOAT_BITS, encode
-from utils.packedfile import PackedFileError, read_packed, write_packed
+from utils.quant.bits import FLOAT_BITS, encode
+from utils.store.packedfile import PackedFileError, read_packed, write_packed
 
 from .bitlayer import NAMES
-from .resnet import ResNet
+from .build import build_model
 
 FLOAT_BYTES = FLOAT_BITS // 8
 
 
 def float_tensors(model):
-    """The state-dict entries outside the quantized layers: BatchNorm, shortcut convs, PACT."""
+    """The state-dict entries outside the bit layers: BatchNorm, float convs, PACT's alphas."""
     owned = {k for name, m in model.quant_layers() for k in m.state_dict(prefix=f"{name}.")}
     return {k: v for k, v in model.state_dict().items() if k not in owned}
 
@@ -33,15 +33,15 @@ def packed_tensors(model):
     return quantized, float_tensors(model)
 
 
-def pack(model, path, **info):
+def pack(model, path, checkpoint=None, acc=None):
     """Write ``model`` (bits or finetune form) to the packed file ``path``; returns the header.
 
-    ``info`` (e.g. the source checkpoint and its accuracy) is stored in the header's ``model``.
+    The header's ``model`` is the network's ``arch_spec`` (what rebuilds it) with the source
+    ``checkpoint`` and its accuracy ``acc``.
     """
     if model.form == "float":
         raise ValueError("a float model has no quantization scheme to pack")
-    description = {"arch": "resnet", "depth": model.depth, "num_classes": model.num_classes,
-                   "act": model.act, **info}
+    description = {**model.arch_spec, "checkpoint": checkpoint, "acc": acc}
     return write_packed(path, description, *packed_tensors(model))
 
 
@@ -49,8 +49,8 @@ def unpack(path):
     """Rebuild the model of a packed file, in bits form on the CPU; returns ``(model, header)``."""
     header, quantized, floats = read_packed(path)
     try:
-        desc = header["model"]
-        model = ResNet(depth=desc["depth"], num_classes=desc["num_classes"], act=desc["act"])
+        spec = {k: v for k, v in header["model"].items() if k not in ("checkpoint", "acc")}
+        model = build_model(**spec)
         scheme = {name: [quantized[f"{name}.weight"][1],
                          quantized[f"{name}.bias"][1] if f"{name}.bias" in quantized else 0]
                   for name, _ in model.quant_layers()}
@@ -65,7 +65,7 @@ def unpack(path):
                               for name, t in zip(NAMES[slot], (p, n, scale))})
         model.load_state_dict(state)
     except (KeyError, ValueError, RuntimeError) as e:
-        raise PackedFileError(f"{path} does not describe a CIFAR ResNet of this code "
+        raise PackedFileError(f"{path} does not describe a network of this code "
                               f"({str(e).splitlines()[0][:200]})") from None
     return model, header
 

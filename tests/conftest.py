@@ -2,6 +2,7 @@
 import pathlib
 
 import pytest
+
 from cifar_fixture import make_cifar
 
 E2E = pathlib.Path(__file__).parent / "e2e"

@@ -20,7 +20,7 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-import utils.fit  # noqa: E402
+import utils.train.fit  # noqa: E402
 
 
 def die():
@@ -29,7 +29,7 @@ def die():
 
 def kill_in_epoch(epoch, step):
     """Training epoch ``epoch`` (1-based) dies after ``step`` optimizer steps."""
-    real_train = utils.fit.train_one_epoch
+    real_train = utils.train.fit.train_one_epoch
 
     def train(model, loader, train_step, progress=None):
         if progress is None or progress.epoch + 1 != epoch:
@@ -43,11 +43,11 @@ def kill_in_epoch(epoch, step):
 
         return real_train(model, dying(), train_step, progress)
 
-    utils.fit.train_one_epoch = train
+    utils.train.fit.train_one_epoch = train
 
 
 def on_write(k, suffix, fault):
-    """From the k-th file written through ``utils.files.atomic_write`` whose name ends with
+    """From the k-th file written through ``utils.store.files.atomic_write`` whose name ends with
     ``suffix``, writes go to ``fault(file, data)`` instead."""
     real_mkstemp, real_fdopen = tempfile.mkstemp, os.fdopen
     names, count = {}, [0]

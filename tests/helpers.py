@@ -8,7 +8,7 @@ import sys
 import torch
 
 from models import build_model
-from utils.corrections import CORRECTED
+from utils.quant.corrections import CORRECTED, RELEASE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAULTS = os.path.join(REPO, "tests", "faults.py")
@@ -32,12 +32,17 @@ def last_json(proc):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def resnet(depth=20, num_classes=10, act=4, corrections=RELEASE):
+    """The release's CIFAR ResNet, ``-a resnet``, in float form."""
+    return build_model("resnet", num_classes, act, corrections, depth=depth)
+
+
 def mixed_model(act=4, form="bits", continuous=False, corrections=CORRECTED):
     """A ResNet-8 at precisions 0..7 per layer with a 3-bit classifier bias and random BN
     statistics; ``continuous``: bit planes perturbed off 0/1, as in the middle of BSQ training.
     Precision 0 exists with ``corrections.zero_precision`` (the release keeps 1 bit)."""
     torch.manual_seed(1)
-    model = build_model(depth=8, act=act, corrections=corrections)
+    model = resnet(depth=8, act=act, corrections=corrections)
     scheme = {name: [i % 8, 0] for i, (name, _) in enumerate(model.quant_layers())}
     scheme["fc"] = [5, 3]
     model.to_bits_(scheme)
@@ -104,8 +109,8 @@ def board_scalars(folder):
 def assert_board_is_the_log(folder):
     """The TensorBoard scalars of the run in ``folder`` hold its ``log.txt`` rows, epoch for
     epoch (as float32, against log.txt's 6 digits); returns them."""
-    from utils.board import TAGS
-    from utils.epochlog import read_log
+    from utils.report.board import TAGS
+    from utils.store.epochlog import read_log
     scalars, log = board_scalars(folder), read_log(os.path.join(folder, "log.txt"))
     for column, tag in TAGS.items():
         assert [step for step, _ in scalars[tag]] == log["epoch"], tag

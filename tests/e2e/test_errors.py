@@ -16,13 +16,13 @@ import warnings
 
 import pytest
 import torch
-from helpers import malicious_checkpoint, run_script
 
-from models import resnet
-from utils.checkpoint import checkpoint_state, save_checkpoint
-from utils.epochlog import COLUMNS
-from utils.errors import run_main
-from utils.packedfile import PREFIX
+from utils.cli.errors import run_main
+from utils.store.checkpoint import checkpoint_state, save_checkpoint
+from utils.store.epochlog import COLUMNS
+from utils.store.packedfile import PREFIX
+
+from helpers import malicious_checkpoint, resnet, run_script
 
 WRITE = "--checkpoint protected --overwrite"  # validation must precede any write, even so
 
@@ -152,7 +152,8 @@ CASES = [  # (script, arguments, words the one line must contain)
     ("cifar_prune_STE.py", f"--thre 150 {WRITE}", "--thre: 150"),
     ("cifar_prune_STE.py", f"-j -1 {WRITE}", "--workers: -1"),
     ("cifar_prune_STE.py", f"--Prun_Int -1 {WRITE}", "--Prun_Int: -1"),
-    ("cifar_prune_STE.py", f"-a vgg19_bn {WRITE}", "the CIFAR ResNet only"),
+    ("cifar_prune_STE.py", f"-a vgg19bn {WRITE}", "did you mean vgg19_bn?"),
+    ("cifar_prune_STE.py", f"-a nowhere.py:net {WRITE}", "nowhere.py does not exist"),
     ("cifar_prune_STE.py", f"--block-name Bottleneck {WRITE}", "use --block-name BasicBlock"),
     ("cifar_prune_STE.py", f"--manualSeed -1 {WRITE}", "--manualSeed: -1"),
     ("cifar_prune_STE.py", f"--schedule 5 -5 {WRITE}", "--schedule: -5"),

@@ -5,12 +5,13 @@ import re
 
 import onnx
 import pytest
-from helpers import last_json, mixed_model, run_script
 
 import export
 from models.packed import pack
-from utils.checkpoint import checkpoint_state, save_checkpoint
-from utils.errors import BSQError
+from utils.cli.errors import BSQError
+from utils.store.checkpoint import checkpoint_state, save_checkpoint
+
+from helpers import last_json, mixed_model, run_script
 
 
 def test_export_script_bad_flags_are_one_line_errors(tmp_path):

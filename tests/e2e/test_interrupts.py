@@ -11,10 +11,11 @@ import sys
 import time
 
 import pytest
-from helpers import REPO, run_script
 
-from utils.checkpoint import load_checkpoint
-from utils.files import FILE_MODE
+from utils.store.checkpoint import load_checkpoint
+from utils.store.files import FILE_MODE
+
+from helpers import REPO, run_script
 
 BSQ = "--depth 8 --Nbits 8 --bin --L1 --Prun_Int 2 --train-batch 16 --manualSeed 1 --progress 0"
 

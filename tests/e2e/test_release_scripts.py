@@ -1,12 +1,13 @@
 """The scripts on files laid out as the release writes them: evaluate, convert, finetune, resume."""
 import pytest
 import torch
-from helpers import SHORTCUTS, last_json, model_in, release_layout, run_script
 
-from models import resnet
-from utils.checkpoint import load_checkpoint, load_model_state
+from models import load_model_state
 from utils.data import build_loaders
-from utils.engine import evaluate
+from utils.store.checkpoint import load_checkpoint
+from utils.train.engine import evaluate
+
+from helpers import SHORTCUTS, last_json, model_in, release_layout, resnet, run_script
 
 
 @pytest.fixture(scope="module")

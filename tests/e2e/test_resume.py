@@ -7,9 +7,10 @@ import signal
 import pytest
 import torch
 
+from utils.store.checkpoint import load_checkpoint
+
 from helpers import assert_board_is_the_log, board_hparams, board_scalars
 from helpers import run_script as run
-from utils.checkpoint import load_checkpoint
 
 
 def assert_same_model(a, b):

@@ -19,12 +19,13 @@ import time
 import pytest
 import submitit
 import torch
-from helpers import REPO, run_script
 
 import sweep
-from utils.checkpoint import load_checkpoint
-from utils.launchers import JOB_RECORD, Resources, make_launcher
-from utils.stagejob import StageJob
+from utils.store.checkpoint import load_checkpoint
+from utils.sweep.launchers import JOB_RECORD, Resources, make_launcher
+from utils.sweep.stagejob import StageJob
+
+from helpers import REPO, run_script
 
 FAKE = os.path.join(REPO, "tests", "fake_slurm.py")
 FIRST_IDS = itertools.count(1000, 1000)  # each test's job ids are new to submitit's job watcher

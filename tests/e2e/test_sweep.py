@@ -16,13 +16,14 @@ import time
 
 import pytest
 import torch
-from cifar_fixture import make_cifar
-from helpers import REPO, run_script
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
 import sweep
-from utils import launchers, stagejob
-from utils.errors import run_main
+from utils.cli.errors import run_main
+from utils.sweep import launchers, stagejob
+
+from cifar_fixture import make_cifar
+from helpers import REPO, run_script
 
 ALPHA = 20.0  # strong enough to empty planes in one epoch of the tiny dataset
 RUN = f"alpha-{ALPHA:g}"

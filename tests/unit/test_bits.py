@@ -1,14 +1,15 @@
 """Float <-> bits conversions, re-quantization and plane dropping (docs/method.md, steps 1-2)."""
 import numpy as np
 import pytest
-import release_arith as release
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models import BitConv2d, BitLinear
-from utils.bits import drop_planes, encode, plane_value, requantize
-from utils.corrections import CORRECTED
+from utils.quant.bits import drop_planes, encode, plane_value, requantize
+from utils.quant.corrections import CORRECTED
+
+import release_arith as release
 
 FP32_EPS = torch.finfo(torch.float32).eps
 HALF_ULP = 2.0 ** -24  # relative error of one float32 rounding

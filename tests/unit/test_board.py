@@ -1,14 +1,16 @@
-"""TensorBoard event files (utils/board.py) read back as TensorBoard reads them: rows at their
-epochs, a resumed run's epochs once, a fresh run's folder cleared, nothing with the flag off."""
+"""TensorBoard event files (utils/report/board.py) read back as TensorBoard reads them: rows at
+their epochs, a resumed run's epochs once, a fresh run's folder cleared, nothing with the flag
+off."""
 import argparse
 import math
 import os
 
 import numpy as np
-from helpers import board_hparams, board_scalars
 
-from utils.board import NO_BOARD, TAGS, Board, open_board
-from utils.cli import Parser, add_output_flags
+from utils.cli.flags import Parser, add_output_flags
+from utils.report.board import NO_BOARD, TAGS, Board, open_board
+
+from helpers import board_hparams, board_scalars
 
 
 def row(epoch, acc):

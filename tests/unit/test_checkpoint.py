@@ -4,11 +4,16 @@ import os
 import pytest
 import torch
 
-from helpers import malicious_checkpoint
-from models import resnet
-from utils.corrections import CORRECTED, RELEASE
-from utils.checkpoint import (CheckpointError, checkpoint_state, load_checkpoint, load_model_state,
-                              save_checkpoint)
+from models import load_model_state
+from utils.quant.corrections import CORRECTED, RELEASE
+from utils.store.checkpoint import (
+    CheckpointError,
+    checkpoint_state,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+from helpers import malicious_checkpoint, resnet
 
 
 @pytest.fixture

@@ -6,8 +6,10 @@ import re
 
 import pytest
 
-from utils.cli import RECIPE, depth, number
-from utils.console import Progress, duration
+from models import ArchError, model_config
+from utils.cli.console import Progress, duration
+from utils.cli.flags import number
+from utils.recipe import RECIPE
 
 SCRIPTS = ["cifar_train", "cifar_prune_STE", "cifar_finetune", "convert", "export", "plots",
            "sweep"]
@@ -54,10 +56,10 @@ RELEASE_PARSERS = {  # every flag of the release's three parsers, with the relea
 }
 OURS = {  # where the release's default cannot run here, or changes no number (README)
     "-a": "resnet",  # resnet20 is not among the release's own choices
-    "--depth": 20,  # 29 is not 6n+2: the release's ResNet refuses it
+    "--depth": None,  # each network's own (resnet: 20); the release's 29 fits few of them
     "--model": "", "--dict": "",  # none, spelt "" (a flag given as "" is none too)
     "--gpu-id": None,  # CUDA_VISIBLE_DEVICES is left as it is unless given
-    "--manualSeed": None,  # 1234 unless --resume keeps the run's (utils/setup.py)
+    "--manualSeed": None,  # 1234 unless --resume keeps the run's (utils/cli/setup.py)
 }
 SAMPLES = {"-d": "cifar100", "-a": "resnet", "--depth": "20", "--block-name": "basicblock",
            "--schedule": ["10", "20"], "-c": "out", "--resume": "r.pth.tar", "--model": "m.pth.tar",
@@ -111,16 +113,35 @@ def test_every_flag_of_the_releases_parser_parses_with_its_default(script):
             s for a in unused._group_actions for s in a.option_strings}
 
 
-@pytest.mark.parametrize("flags, message", [
-    ("-a vgg19_bn", "vgg19_bn is accepted by the release's parser, but BSQ is implemented for "
-                    "the CIFAR ResNet only"),
-    ("--block-name Bottleneck", "Bottleneck blocks have no bit representation"),
-    ("--Prun_Int -1", "-1 is not >= 0")])
-def test_release_values_that_cannot_work_here_are_one_line(flags, message, capsys):
+def test_a_bad_value_is_one_line(capsys):
     with pytest.raises(SystemExit) as exit:
-        importlib.import_module("cifar_prune_STE").get_args_parser().parse_args(flags.split())
+        importlib.import_module("cifar_prune_STE").get_args_parser().parse_args(
+            ["--Prun_Int", "-1"])
     err = capsys.readouterr().err
-    assert exit.value.code == 2 and message in err and err.count("\n") == 1
+    assert exit.value.code == 2 and "-1 is not >= 0" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    ("--block-name Bottleneck", "no bit representation of Bottleneck blocks"),
+    ("--depth 21", "--depth 21 is not 6n+2, which -a resnet needs (8, 14, 20"),
+    ("--depth 2", "--depth 2 is not 6n+2"),
+    ("-a wrn --depth 20", "--depth 20 is not 6n+4, which -a wrn needs"),
+    ("-a preresnet --depth 21 --block-name Bottleneck", "--depth 21 is not 9n+2"),
+    ("-a preresnet --block-name Basic", "--block-name Basic is not a block"),
+    ("-a vgg19bn", "-a vgg19bn is not an architecture: did you mean vgg19_bn?"),
+    ("-a nowhere.py:net", "nowhere.py does not exist")])
+def test_the_model_flags_are_checked_against_the_architecture(flags, message):
+    args = importlib.import_module("cifar_prune_STE").get_args_parser().parse_args(flags.split())
+    with pytest.raises(ArchError, match=re.escape(message)):
+        model_config(args)
+
+
+@pytest.mark.parametrize("arch, depth", [("resnet", 20), ("preresnet", 110), ("resnext", 29),
+                                         ("wrn", 28), ("densenet", 100), ("vgg16_bn", None)])
+def test_a_depth_left_out_is_the_architectures_own(arch, depth):
+    args = importlib.import_module("cifar_prune_STE").get_args_parser().parse_args(["-a", arch])
+    config = model_config(args)
+    assert config.get("depth") == depth and args.depth == depth if depth else "depth" not in config
 
 
 def test_values_are_checked_as_they_are_parsed():
@@ -130,16 +151,14 @@ def test_values_are_checked_as_they_are_parsed():
                                  (number(float, 0, lo_open=True), "0", "0 is not > 0"),
                                  (number(float, 0, 1, hi_open=True), "1", "1 is not >= 0 and < 1"),
                                  (number(float, 0), "nan", "nan is not >= 0"),
-                                 (number(int, 0), "x", "'x' is not an integer"),
-                                 (depth, "21", "21 is not 6n+2"), (depth, "2", "2 is not 6n+2")]:
+                                 (number(int, 0), "x", "'x' is not an integer")]:
         with pytest.raises(argparse.ArgumentTypeError, match=re.escape(message)):
             parse(text)
-    assert depth("110") == 110
 
 
 def test_progress_estimates_the_time_left_from_the_pace_so_far(monkeypatch):
     clock = iter([0.0, 0.0, 30.0, 30.0])
-    monkeypatch.setattr("utils.console.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("utils.cli.console.time.monotonic", lambda: next(clock))
     progress = Progress(epochs=10, first_epoch=4, every=0, stream=open("/dev/null", "w"))
     progress.begin(epoch=4, steps=100)  # 6 epochs to go, the first one starting at t = 0
     assert progress.eta(step=50) == pytest.approx(30.0 / 0.5 * 5.5)  # half an epoch in 30 s

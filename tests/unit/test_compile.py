@@ -9,8 +9,9 @@ import copy
 
 import torch
 
-from models import resnet
-from utils.engine import Speed, build_steps, make_optimizer
+from utils.train.engine import Speed, build_steps, make_optimizer
+
+from helpers import resnet
 
 
 def test_a_compiled_bsq_step_equals_the_eager_one_within_tolerance():

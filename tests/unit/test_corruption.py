@@ -8,10 +8,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models import resnet
-from utils.checkpoint import CheckpointError, checkpoint_state, load_checkpoint, load_model_state
-from utils.fit import restore_training_state
-from utils.rng import rng_state
+from models import load_model_state
+from utils.store.checkpoint import CheckpointError, checkpoint_state, load_checkpoint
+from utils.train.fit import restore_training_state
+from utils.train.rng import rng_state
+
+from helpers import resnet
 
 
 @functools.lru_cache(maxsize=None)

@@ -10,9 +10,10 @@ import copy
 import pytest
 import torch
 
-from models import resnet
-from utils.cudagraphs import CUDAGraphStep
-from utils.engine import evaluate, make_eval_step, make_step, train_one_epoch
+from utils.train.cudagraphs import CUDAGraphStep
+from utils.train.engine import evaluate, make_eval_step, make_step, train_one_epoch
+
+from helpers import resnet
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from cifar_fixture import make_cifar
 
-import utils.data as data
-from utils.data import (MEAN, STD, DataError, DeviceLoader, build_loaders, load_cifar, num_classes,
-                        release_loaders)
+import utils.data.cifar as data
+from utils.data import build_loaders
+from utils.data.cifar import MEAN, STD, DataError, DeviceLoader, load_cifar, num_classes
+from utils.release import release_loaders
+
+from cifar_fixture import make_cifar
 
 LAYOUTS = {  # dataset: (folder, train files, test files, label key)
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],

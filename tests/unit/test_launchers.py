@@ -1,5 +1,6 @@
-"""A sweep stage as a job (utils/stagejob.py) and the launcher flags (utils/launchers.py): the
-command a job runs now, under torchrun above one process, and what a requeue hands on."""
+"""A sweep stage as a job (utils/sweep/stagejob.py) and the launcher flags
+(utils/sweep/launchers.py): the command a job runs now, under torchrun above one process, and
+what a requeue hands on."""
 import pickle
 import subprocess
 import sys
@@ -8,9 +9,9 @@ import time
 import pytest
 
 import sweep
-from utils.errors import BSQError
-from utils.launchers import Resources, gpus_for
-from utils.stagejob import StageJob
+from utils.cli.errors import BSQError
+from utils.sweep.launchers import Resources, gpus_for
+from utils.sweep.stagejob import StageJob
 
 COMMAND = [sys.executable, "/repo/cifar_prune_STE.py", "--decay", "0.1", "--checkpoint", "run"]
 

@@ -4,9 +4,11 @@ import copy
 import pytest
 import torch
 
-from models import BitLayer, resnet
-from utils.bits import plane_value
-from utils.corrections import CORRECTED
+from models import ArchError, BitLayer
+from utils.quant.bits import plane_value
+from utils.quant.corrections import CORRECTED
+
+from helpers import resnet
 
 
 def names_of_quantized_layers(depth):
@@ -43,7 +45,7 @@ def test_depths_and_cifar100(depth, classes, images):
 
 
 def test_depth_must_be_6n_plus_2():
-    with pytest.raises(ValueError, match="6n\\+2"):
+    with pytest.raises(ArchError, match="6n\\+2"):
         resnet(depth=21)
 
 

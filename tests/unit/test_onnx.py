@@ -6,13 +6,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from helpers import mixed_model, release_layout
 from onnx import helper, numpy_helper
 
 from models import build_model, load_model
 from models import onnx as graph
 from models.activation import ActQuantizer
-from utils.corrections import CORRECTED, RELEASE
+from utils.quant.corrections import CORRECTED, RELEASE
+
+from helpers import mixed_model, release_layout
 
 # Within a conv, ONNX Runtime (MLAS) sums in another order than PyTorch: logits differ by a few
 # fp32 ulps (measured: up to 5e-7 here). TOL is 200x that; a rounding of the activation
@@ -107,7 +108,7 @@ def test_the_activation_quantizer_is_the_models_bit_for_bit(act):
     if act <= 3:
         quantizer.alpha.data.fill_(1.7)
     g = graph._Graph()
-    out = graph._activation(g, "x", quantizer, "act")
+    out = graph._act_quantizer(g, "x", quantizer, "act")
     proto = helper.make_model(helper.make_graph(
         g.nodes, "act", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
         [helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None)], g.initializers),
@@ -145,7 +146,7 @@ def test_onnx_runtime_computes_the_models_logits(case, form):
         with torch.no_grad():
             ours = model(x)
         theirs = graph.logits(sess, x)
-        assert theirs.shape == (n, model.num_classes)
+        assert theirs.shape == (n, model.arch_spec["num_classes"])
         assert torch.allclose(theirs, ours, rtol=0, atol=TOL), (theirs - ours).abs().max()
 
 

@@ -6,12 +6,20 @@ import os
 import numpy as np
 import pytest
 import torch
-from helpers import mixed_model
 
 from models.packed import pack, packed_tensors, same_weights, sizes, unpack
-from utils.corrections import RELEASE
-from utils.packedfile import (PREFIX, PackedFileError, pack_bits, quantized_bytes, read_packed,
-                              unpack_bits, write_packed)
+from utils.quant.corrections import RELEASE
+from utils.store.packedfile import (
+    PREFIX,
+    PackedFileError,
+    pack_bits,
+    quantized_bytes,
+    read_packed,
+    unpack_bits,
+    write_packed,
+)
+
+from helpers import mixed_model
 
 
 @pytest.mark.parametrize("nbits", range(1, 9))

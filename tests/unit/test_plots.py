@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from models import build_model
-from utils.checkpoint import checkpoint_state, save_checkpoint
-from utils.epochlog import COLUMNS, EpochLog, read_log
-from utils.errors import BSQError
-from utils.report import write_scheme_json
+from utils.cli.errors import BSQError
+from utils.report.scheme import write_scheme_json
+from utils.store.checkpoint import checkpoint_state, save_checkpoint
+from utils.store.epochlog import COLUMNS, EpochLog, read_log
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -47,7 +47,7 @@ def test_read_log_parses_every_column(run_folder):
 
 def test_plot_folder_writes_non_empty_pngs(run_folder, tmp_path_factory):
     pytest.importorskip("matplotlib")
-    from utils.plots import plot_folder
+    from utils.report.plots import plot_folder
     out = tmp_path_factory.mktemp("pngs")
     written = plot_folder(str(run_folder), str(out))
     assert sorted(os.path.basename(p) for p in written) == ["curves.png", "precision.png",
@@ -59,14 +59,14 @@ def test_plot_folder_writes_non_empty_pngs(run_folder, tmp_path_factory):
 
 def test_precision_chart_from_a_bit_checkpoint_alone(run_folder):
     pytest.importorskip("matplotlib")
-    from utils.plots import plot_folder
+    from utils.report.plots import plot_folder
     for name in ("scheme.json", "log.txt", "sweep.json"):
         os.remove(run_folder / name)
     assert [os.path.basename(p) for p in plot_folder(str(run_folder))] == ["precision.png"]
 
 
 def test_empty_or_malformed_folders_are_one_line_errors(tmp_path):
-    from utils.plots import plot_folder
+    from utils.report.plots import plot_folder
     with pytest.raises(BSQError):
         plot_folder(str(tmp_path))
     (tmp_path / "sweep.json").write_text('{"rows": [{"alpha": 1.0}]}')

@@ -1,12 +1,13 @@
 """The bit-level group Lasso of Eq. 5: by hand, against the release's arithmetic, and its edges."""
 import math
 
-import release_arith as release
 import torch
 
-from models import resnet
-from utils.corrections import CORRECTED
-from utils.regularizer import PlaneSquares, bit_group_lasso
+from utils.quant.corrections import CORRECTED
+from utils.quant.regularizer import PlaneSquares, bit_group_lasso
+
+import release_arith as release
+from helpers import resnet
 
 
 def test_value_and_gradient_by_hand():

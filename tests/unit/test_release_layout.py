@@ -11,11 +11,16 @@ import re
 
 import pytest
 import torch
-from helpers import REPO, model_in, release_layout
 
-from models import resnet
-from utils.checkpoint import (CheckpointError, checkpoint_state, load_checkpoint, load_model_state,
-                              save_checkpoint)
+from models import load_model_state
+from utils.store.checkpoint import (
+    CheckpointError,
+    checkpoint_state,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+from helpers import REPO, model_in, release_layout, resnet
 
 RELEASE_DIR = os.environ.get("BSQ_RELEASE_CHECKPOINTS",
                              os.path.join(REPO, "..", "shared", "reference", "release-checkpoints"))

@@ -9,13 +9,14 @@ by one; ours uses the multi-tensor kernels, which must give the same numbers.
 import copy
 
 import pytest
-import release_arith as release
 import torch
 import torch.nn.functional as F
 
-from models import resnet
-from utils.corrections import CORRECTED, RELEASE
-from utils.engine import make_optimizer, make_step
+from utils.quant.corrections import CORRECTED, RELEASE
+from utils.train.engine import make_optimizer, make_step
+
+import release_arith as release
+from helpers import resnet
 
 DEPTH, LR, DECAY, MOMENTUM, WD = 8, 0.1, 0.05, 0.9, 1e-4
 

@@ -5,8 +5,9 @@ import os
 
 import pytest
 
+from utils.report.scheme import scheme_dict, scheme_report, write_scheme_json
+
 from helpers import mixed_model
-from utils.report import scheme_dict, scheme_report, write_scheme_json
 
 
 @pytest.mark.parametrize("form", ["bits", "finetune", "float"])

@@ -1,11 +1,12 @@
 """The straight-through estimators: forward formulas and the gradients they pass."""
 import pytest
-import release_arith as release
 import torch
 
 from models import BitLinear
-from utils.bits import plane_value, plane_weights
-from utils.ste import ActQuant, PACTClip, WeightQuant
+from utils.quant.bits import plane_value, plane_weights
+from utils.quant.ste import ActQuant, PACTClip, WeightQuant
+
+import release_arith as release
 
 FP32_EPS = torch.finfo(torch.float32).eps
 

@@ -1,0 +1,50 @@
+"""``build_model``: a registry entry's float network turned into a bit network by the one swap.
+
+1. The entry builds its float network (``models/registry.py``), drawing its initial weights.
+2. Every conv and linear becomes a bit layer, in float form (``to_bit_layers_``), except the
+   entry's ``float_layers``; no random numbers are drawn.
+3. Every activation call site but the stem's gets a quantizer (``quantize_activations_``):
+   ReLU6 and the per-batch max-scaled quantizer for ``--act`` 4..8, PACT for 1..3, none for 0.
+4. The network becomes a ``BitModel`` (``make_bit_model``).
+
+The release quantized one network, its CIFAR ResNet, and computes a few things there that the
+method does not (``utils/quant/corrections.py``). Two of them are about that network itself, its
+clamp by parameter name and its finetune form without the classifier bias: every other network
+computes them as ``--corrected`` does, since the release has no behaviour to follow there. The
+third, ``--act 0`` as PACT clipping without a quantizer, is the release ResNet's too; elsewhere
+``--act 0`` leaves the activations as they are.
+"""
+from dataclasses import replace
+
+from utils.quant.corrections import RELEASE
+
+from .activation import ActQuantizer
+from .bitmodel import make_bit_model
+from .registry import MODEL_FLAGS, ArchError, get_arch
+from .swap import quantize_activations_, to_bit_layers_
+
+
+def build_model(arch="resnet", num_classes=10, act=4, corrections=RELEASE, **flags):
+    """The network ``arch`` (a registry name or ``file.py:factory``) as a ``BitModel`` in float
+    form, on the CPU, with the model ``flags`` it reads (``depth``, ``widen_factor``, ...: left
+    out or None, the entry's defaults); other keyword arguments go to the entry's builder as they
+    are (VGG's ``width``, a channel multiplier, for quick experiments and tests). Raises
+    ``ArchError`` naming a flag that does not fit the architecture, ``TraceError`` for a forward
+    pass ``torch.fx`` cannot trace."""
+    entry = get_arch(arch)
+    extras = {k: flags.pop(k) for k in list(flags) if k not in MODEL_FLAGS}
+    config = {**entry.config(flags), **extras}
+    if not entry.release:
+        corrections = replace(corrections, clamp=True, fc_bias=True)
+    try:
+        net = entry.build(num_classes=num_classes, **config)
+    except TypeError as e:
+        if not extras:
+            raise
+        raise ArchError(f"-a {entry.name} does not take {', '.join(extras)} ({e})") from None
+    to_bit_layers_(net, exclude=entry.float_layers, corrections=corrections)
+    forward = None
+    if act or entry.release:
+        forward = quantize_activations_(net, lambda: ActQuantizer(act))
+    spec = {"arch": entry.name, **config, "num_classes": num_classes, "act": act}
+    return make_bit_model(net, spec, corrections, entry.release_clamp, forward)

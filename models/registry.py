@@ -1,0 +1,102 @@
+"""Architectures by name: one registry, each entry owning how its network is built, checked,
+titled and read off a state dict.
+
+An entry's ``build(num_classes, **flags)`` returns the *float* network, exactly as its authors
+define it; ``models.build_model`` then turns it into a bit network with the one swap of
+``models/swap.py``. So an entry holds no BSQ code, and everything BSQ does works on every entry
+the same way. The CIFAR networks of the release (``models/cifar``) register themselves here;
+``-a path/to/file.py:factory`` or ``-a package.module:factory`` is a researcher's own network
+(``models/custom.py``).
+
+The model flags (``--depth``, ``--widen-factor``, ``--cardinality``, ``--growthRate``,
+``--compressionRate``, ``--drop``, ``--block-name``) are the release's: each entry reads the ones
+its network takes (``flags``) and ignores the others, as the release's scripts do.
+"""
+import difflib
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from utils.cli.errors import BSQError
+
+# The architecture flags (argparse dests) and the release's defaults of those with one; --depth's
+# (29) fits few networks, so each network has its own (Arch.defaults).
+FLAG_DEFAULTS = {"block_name": "BasicBlock", "cardinality": 8, "widen_factor": 4, "growthRate": 12,
+                 "compressionRate": 2, "drop": 0.0}
+MODEL_FLAGS = ("depth", *FLAG_DEFAULTS)
+
+
+class ArchError(BSQError):
+    """An architecture, or a flag of one, that cannot be built; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One architecture.
+
+    ``build(num_classes, **flags)``: the float network, given the ``flags`` it reads.
+    ``defaults``: its own defaults for flags the command line leaves out (``--depth``).
+    ``check(flags)``: raise ``ValueError`` naming what is wrong with the flags and the fix.
+    ``title(flags)``: a human name, e.g. ``ResNet-20``. ``float_layers``: name patterns of convs
+    and linears that stay float. ``describe(state)``: what a state dict without an ``arch``
+    record shows of the flags (``{"depth": 20, "num_classes": 10}``), for the release's files.
+    ``release_clamp(name, form)``: the release's own network only; it also turns on the
+    release's other network-level behaviours (``models.build_model``).
+    """
+    name: str
+    build: Callable
+    flags: tuple = ()
+    defaults: dict = field(default_factory=dict)
+    check: Optional[Callable] = None
+    about: str = ""
+    title: Optional[Callable] = None
+    float_layers: tuple = ()
+    describe: Optional[Callable] = None
+    release_clamp: Optional[Callable] = None
+    input_size: tuple = (3, 32, 32)
+
+    @property
+    def release(self):
+        """Whether this is the release's own quantized network (``-a resnet``)."""
+        return self.release_clamp is not None
+
+    def config(self, flags):
+        """The flags this network reads, from ``flags`` (model flags; the release's defaults for
+        those left out), with its own defaults where a flag is None; checked (``ArchError``)."""
+        values = {**FLAG_DEFAULTS, **{k: v for k, v in flags.items() if v is not None}}
+        values.update({k: v for k, v in self.defaults.items() if flags.get(k) is None})
+        if self.check is not None:
+            try:
+                self.check(values)
+            except ValueError as e:
+                raise ArchError(str(e)) from None
+        return {k: values[k] for k in self.flags}
+
+    def title_of(self, config):
+        """The network a config builds, for people: ``ResNet-20``, ``vgg16_bn``, ..."""
+        return self.title(config) if self.title else self.name
+
+
+ARCHS = {}
+
+
+def register(arch):
+    """Add ``arch`` to the registry (its name must be new); returns it."""
+    if arch.name in ARCHS:
+        raise ValueError(f"architecture {arch.name!r} is registered twice")
+    ARCHS[arch.name] = arch
+    return arch
+
+
+def get_arch(name):
+    """The registry entry ``name``, or a researcher's network ``file.py:factory``; ``ArchError``
+    naming the choices."""
+    from .custom import custom_arch, is_custom  # custom.py builds Arch entries itself
+
+    if name in ARCHS:
+        return ARCHS[name]
+    if is_custom(name):
+        return custom_arch(name)
+    close = difflib.get_close_matches(name, ARCHS, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ArchError(f"-a {name} is not an architecture: {hint}use one of {', '.join(ARCHS)}, or "
+                     "your own network as path/to/file.py:factory")

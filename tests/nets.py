@@ -1,0 +1,31 @@
+"""A researcher's own network, as ``-a tests/nets.py:tiny`` (or ``-a nets:tiny``) would give it:
+the cases the swap must handle besides the release's networks."""
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Tiny(nn.Module):
+    """A stem conv, a depthwise conv, a pointwise conv with bias, a ReLU module called twice, a
+    functional ReLU, BatchNorms not named ``bn``, dropout, a linear head."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.norm1 = nn.BatchNorm2d(8)
+        self.depthwise = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False)
+        self.norm2 = nn.BatchNorm2d(8)
+        self.pointwise = nn.Conv2d(8, 16, 1)
+        self.act = nn.ReLU(inplace=True)  # called twice
+        self.drop = nn.Dropout(0.25)
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = self.act(self.norm1(self.stem(x)))  # (B, 8, 32, 32), the stem's ReLU: plain
+        x = self.act(self.norm2(self.depthwise(x)))  # (B, 8, 16, 16)
+        x = F.relu(self.pointwise(x))  # (B, 16, 16, 16)
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)  # (B, 16)
+        return self.head(self.drop(x))  # (B, num_classes)
+
+
+def tiny(num_classes=10):
+    return Tiny(num_classes)

@@ -1,0 +1,227 @@
+"""The scripts' command-line flags: the release's names, in groups, each checked as it is parsed.
+
+Every script builds its parser from the groups it uses, so ``--help`` lists only flags that do
+something there. Each value is validated by its flag's ``type`` while parsing, so a bad value
+ends in one line (exit status 2) before any work is done or any folder is created; the few
+rules that tie two flags together are in ``check_flags``.
+"""
+import argparse
+import math
+
+from utils.cli.errors import BSQError
+from utils.data.cifar import DATASETS, LOADERS
+from utils.quant.bits import MAX_BITS
+from utils.release import RELEASE_DECAY, RELEASE_DEFAULTS, RELEASE_NBITS, RELEASE_SEED
+
+MAX_SEED = 2 ** 32 - 1
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line on stderr (exit status 2), whose help
+    shows each default once, and whose flags come in titled groups."""
+
+    def __init__(self, **kwargs):
+        super().__init__(formatter_class=HelpFormatter, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+    def group(self, title):
+        """The flag group ``title``, created on first use."""
+        for group in self._action_groups:
+            if group.title == title:
+                return group
+        return self.add_argument_group(title)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` only where there is a default worth showing."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == "" \
+                or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def number(kind, lo=None, hi=None, lo_open=False, hi_open=False):
+    """An argparse ``type`` parsing an int or float within bounds, or failing with the bounds."""
+    if lo is not None and hi is not None and not (lo_open or hi_open):
+        wanted = f"in {lo}..{hi}"
+    else:
+        bounds = [f"{'>' if lo_open else '>='} {lo}" if lo is not None else "",
+                  f"{'<' if hi_open else '<='} {hi}" if hi is not None else ""]
+        wanted = " and ".join(b for b in bounds if b)
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        below = lo is not None and (value < lo or (lo_open and value == lo))
+        above = hi is not None and (value > hi or (hi_open and value == hi))
+        if below or above or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is not {wanted or 'finite'}")
+        return value
+
+    return parse
+
+
+def add_training_flags(parser, recipe, checkpoint, evaluate):
+    """The flags every training script takes besides the model's (``models.add_model_flags``):
+    data, ``recipe``'s schedule, the run (output folder ``checkpoint``, ``--resume``,
+    ``--evaluate`` with help ``evaluate``), seed, device, speed and progress."""
+    add_data_flags(parser)
+    add_schedule_flags(parser, recipe)
+    add_run_flags(parser, checkpoint=checkpoint, resume=True, evaluate=evaluate)
+    add_seed_flags(parser)
+    add_device_flags(parser)
+    add_speed_flags(parser)
+    add_output_flags(parser)
+
+
+def add_data_flags(parser, train=True):
+    group = parser.group("data")
+    group.add_argument("-d", "--dataset", default="cifar10", choices=list(DATASETS),
+                       help="CIFAR-10 or CIFAR-100")
+    group.add_argument("--data-root", default="./data",
+                       help="folder holding cifar-10-batches-py/ or cifar-100-python/")
+    group.add_argument("--loader", default="device", choices=LOADERS,
+                       help="device: the dataset lives on the training device, augmented there, "
+                            "each epoch's order from the seed and the epoch; release: the "
+                            "release's DataLoader exactly (PIL transforms, the global random "
+                            "order), the same batches as the release's script")
+    group.add_argument("-j", "--workers", type=number(int, 0), default=4,
+                       help="DataLoader worker processes (--loader release)")
+    if train:
+        group.add_argument("--train-batch", type=number(int, 1), default=128,
+                           help="training batch size")
+    group.add_argument("--test-batch", type=number(int, 1), default=100,
+                       help="test batch size; accuracy depends slightly on it (the activation "
+                            "range is per batch)")
+
+
+def add_schedule_flags(parser, recipe):
+    group = parser.group("schedule")
+    group.add_argument("--epochs", type=number(int, 1), default=recipe.epochs,
+                       help="number of epochs")
+    group.add_argument("--start-epoch", type=number(int, 0), default=0,
+                       help="first epoch (--resume sets it)")
+    group.add_argument("--lr", "--learning-rate", type=number(float, 0), default=recipe.lr,
+                       help="initial learning rate")
+    group.add_argument("--schedule", type=number(int, 0), nargs="*", default=list(recipe.schedule),
+                       help="epochs at which the learning rate is multiplied by --gamma")
+    group.add_argument("--gamma", type=number(float, 0, lo_open=True), default=0.1,
+                       help="learning-rate factor at each --schedule epoch")
+    group.add_argument("--momentum", type=number(float, 0, 1, hi_open=True), default=0.9,
+                       help="SGD momentum")
+    group.add_argument("--wd", "--weight-decay", type=number(float, 0), default=recipe.wd,
+                       help="SGD weight decay")
+
+
+def add_run_flags(parser, checkpoint=None, resume=False, evaluate=None, model="checkpoint to "
+                  "start from (ours or the release's)"):
+    """``--model``; with ``checkpoint`` (its default) the output folder and ``--overwrite``;
+    ``--resume``; ``-e/--evaluate`` when ``evaluate`` (its help) is given."""
+    group = parser.group("run")
+    group.add_argument("--model", default="", help=model)
+    if checkpoint is not None:
+        group.add_argument("-c", "--checkpoint", default=checkpoint,
+                           help="output folder: checkpoints, log.txt, scheme.json")
+        add_overwrite_flag(parser, "replace the run already in --checkpoint (without it, such a "
+                                   "folder is refused)")
+    if resume:
+        group.add_argument("--resume", default="",
+                           help="the checkpoint.pth.tar of an interrupted run to continue")
+    if evaluate:
+        group.add_argument("-e", "--evaluate", action="store_true", help=evaluate)
+
+
+def add_overwrite_flag(parser, help):
+    parser.group("run").add_argument("--overwrite", action="store_true", help=help)
+
+
+def add_seed_flags(parser, seed_help=f"random seed (default: {RELEASE_SEED}, the release's; "
+                                      "--resume: the run's)"):
+    group = parser.group("run")
+    group.add_argument("--manualSeed", type=number(int, 0, MAX_SEED), default=None,
+                       help=seed_help)
+    group.add_argument("--deterministic", action="store_true",
+                       help="deterministic kernels: bit-identical reruns on the CPU, "
+                            "deterministic cuDNN/cuBLAS kernels on CUDA")
+
+
+def add_bit_flags(parser, nbits_help, bin_help=None, nbits=RELEASE_NBITS):
+    group = parser.group("bits")
+    group.add_argument("--Nbits", type=number(int, 1, MAX_BITS), default=nbits, help=nbits_help)
+    if bin_help:
+        group.add_argument("--bin", action="store_true", help=bin_help)
+
+
+def add_bsq_flags(parser):
+    group = parser.group("bits")
+    group.add_argument("--decay", type=number(float, 0), default=RELEASE_DECAY,
+                       help="alpha of Eq. 5, the regularization strength (with --L1)")
+    group.add_argument("--L1", action="store_true", help="turn the bit-level group Lasso on")
+    group.add_argument("--Prun_Int", type=number(int, 0), default=RELEASE_DEFAULTS["bsq"].prun_int,
+                       help="epochs between re-quantizations (also before the first epoch; 0: "
+                            "none during training); the model is re-quantized after the last")
+    add_threshold_flag(parser)
+
+
+def add_corrected_flag(parser):
+    """``--corrected`` (``utils.quant.corrections.Corrections``): None when not given, so that a
+    ``--resume`` keeps the run's."""
+    parser.group("run").add_argument(
+        "--corrected", action="store_true", default=None,
+        help="compute as the method states where the release computes otherwise (README, "
+             "\"What --corrected changes\"); without it, as the release; --resume: the run's")
+
+
+def add_threshold_flag(parser):
+    parser.group("bits").add_argument(
+        "--thre", type=number(float, 0, 100), default=0.0,
+        help="re-quantization threshold: drop planes with at most this percentage of nonzero bits")
+
+
+def add_speed_flags(parser):
+    group = parser.group("speed")
+    group.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                       help="replay each whole training and test step as a CUDA graph (the "
+                            "eager kernels, the eager results); default: on with one GPU")
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile the training step's model (fused kernels: results "
+                            "differ from eager within fp32 rounding)")
+    group.add_argument("--amp", action="store_true",
+                       help="bf16 autocast of the convolutions (quantizers, regularizer and "
+                            "bit-plane arithmetic stay fp32)")
+    group.add_argument("--channels-last", action="store_true",
+                       help="channels-last memory format")
+
+
+def add_device_flags(parser):
+    parser.group("run").add_argument(
+        "--gpu-id", default=None, help="set CUDA_VISIBLE_DEVICES to this (default: as it is); "
+        "CUDA is used when present, else the CPU")
+
+
+def add_output_flags(parser):
+    parser.group("output").add_argument(
+        "--progress", type=number(float, 0), default=60.0, metavar="SECONDS",
+        help="when stderr is not a terminal, a progress line every SECONDS (0: none)")
+    parser.group("output").add_argument(
+        "--no-tensorboard", dest="tensorboard", action="store_false",
+        help="write no TensorBoard event files (utils/report/board.py)")
+
+
+def option(dest):
+    """The flag of an argparse ``dest``: ``train_batch`` -> ``--train-batch``, ``Prun_Int``."""
+    return "--" + (dest.replace("_", "-") if dest.islower() else dest)
+
+
+def check_flags(args):
+    """The rules that tie flags together; raise ``BSQError`` naming the fix."""
+    if getattr(args, "start_epoch", 0) and args.start_epoch >= args.epochs:
+        raise BSQError(f"--start-epoch {args.start_epoch} is not below --epochs {args.epochs}: "
+                       "nothing would be trained")

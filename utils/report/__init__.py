@@ -1,0 +1,1 @@
+"""What a run reports: the scheme report and scheme.json, charts, TensorBoard events."""

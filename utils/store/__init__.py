@@ -1,0 +1,1 @@
+"""What a run leaves on disk: atomic files, checkpoints, run folders, log.txt, packed models."""

@@ -1,0 +1,1 @@
+"""sweep.py's jobs: each stage a submitit job, on this machine or a SLURM cluster."""

@@ -1,0 +1,1 @@
+"""The training loop: steps, epochs, CUDA graphs, torchrun, random generator states."""
