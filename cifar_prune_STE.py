@@ -68,9 +68,11 @@ def main(args):
             print(f"--model {args.model}: test accuracy {acc:.2f}%")
         model.settle_()  # as the release does once before the epochs
     if args.evaluate:
-        acc = evaluate(model, run.test_loader)["acc"]
+        test = evaluate(model, run.test_loader)
+        acc = test["acc"]
         print(scheme_report(model, acc))
-        return summary(model, acc, acc, args.model)
+        print(f"top-5 test accuracy {test['acc5']:.2f}%")
+        return summary(model, acc, acc, args.model, acc5=test["acc5"])
 
     def requantize(epoch):
         """docs/method.md, steps 1-3, at the start of every epoch e with e % Prun_Int == 0."""
@@ -95,13 +97,14 @@ def main(args):
                           resume=run.resume, start_epoch=args.start_epoch,
                           progress_every=args.progress, record=args, board=board)
         model.requantize_(0.0)  # the release's final re-quantization drops only empty planes
-        acc = evaluate(model, run.test_loader)["acc"]
+        test = evaluate(model, run.test_loader)
+        acc = test["acc"]
         print(scheme_report(model, acc))
         write_scheme_json(model, os.path.join(args.checkpoint, "scheme.json"), acc)
-        print(f"final re-quantized model: test accuracy {acc:.2f}%")
+        print(f"final re-quantized model: test accuracy {acc:.2f}%, top-5 {test['acc5']:.2f}%")
         save_checkpoint(checkpoint_state(model, epoch=args.epochs, acc=acc, best_acc=best_acc,
                                          args=args, rng=rng_state()), path)
-    return board.finish(args, summary(model, acc, best_acc, path))
+    return board.finish(args, summary(model, acc, best_acc, path, acc5=test["acc5"]))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import math
 import os
 from functools import partial
 
-from models import add_model_flags, load_model, model_config
+from models import add_model_flags, input_defaults, load_model, model_config
 from models.onnx import compare, graph_sizes, logits, session
 from models.packed import pack, same_weights, sizes, unpack
 from utils.cli.console import summary, times
@@ -125,7 +125,6 @@ def main(args):
     device = setup(args)
     if args.onnx:
         return onnx_main(args, device)
-    classes = num_classes(args.dataset)
     source = None
     if args.export:
         source, ckpt = load_bit_model(args, "--export")
@@ -140,6 +139,8 @@ def main(args):
 
     acc = source_acc = None
     if args.evaluate:
+        classes = num_classes(args.dataset, args.data_root)
+        input_defaults(args, model.arch_spec["arch"])  # --load: the packed network's crops
         if model.arch_spec["num_classes"] != classes:
             raise BSQError(f"{path} has {model.arch_spec['num_classes']} classes, -d "
                            f"{args.dataset} has {classes}: pass the matching -d/--dataset")

@@ -4,10 +4,14 @@
     python sweep.py --decays 0.005 0.01 --epochs-scale 0.01 --float-model CKPT --out runs/short
     python sweep.py --decays 0.002 0.005 0.01 0.02 --float-model CKPT --jobs 4   # 4 at once
     python sweep.py --decays 0.005 0.01 0.02 --launcher slurm --partition gpu --time 240
+    python sweep.py -a resnet50 -d imagenet --data-root /data/imagenet --decays 0.005 0.01 \
+        --float-model resnet50-0676ba61.pth --gpus-per-job 2 --out runs/imagenet
 
 Stages, each a job (``utils/sweep/launchers.py``) running a script with the recipe's hyperparameters
 (epoch counts, lr milestones and ``--Prun_Int`` multiplied by ``--epochs-scale``, rounded, at
-least 1), each in its own folder under ``--out`` with its ``stdout.txt``/``stderr.txt``:
+least 1), each in its own folder under ``--out`` with its ``stdout.txt``/``stderr.txt``. The
+recipe is the dataset's (``utils/recipe.py``: CIFAR's, or ImageNet's for ``-d imagenet``), its
+batch split over a stage's torchrun ranks unless ``--train-batch`` (per process) is given:
 
     float/               cifar_train.py (skipped with --float-model)
     float-8/             convert.py --Nbits 8
@@ -39,9 +43,11 @@ import time
 from dataclasses import dataclass
 
 from models import MODEL_FLAGS, add_model_flags, arch_title, model_config
+from models.flags import CROP_FLAGS
 from utils.cli.console import times
 from utils.cli.errors import BSQError, run_main
 from utils.cli.flags import (
+    TRAIN_BATCH,
     Parser,
     add_bit_flags,
     add_corrected_flag,
@@ -54,7 +60,7 @@ from utils.cli.flags import (
     option,
 )
 from utils.quant.bits import MAX_BITS
-from utils.recipe import RECIPE
+from utils.recipe import RECIPE, recipe_for
 from utils.report.plots import MissingExtra, plot_tradeoff
 from utils.store.files import atomic_write, json_text, write_json
 from utils.sweep.launchers import Resources, add_launcher_flags, make_launcher
@@ -99,6 +105,7 @@ def get_args_parser(add_help=True):
     add_speed_flags(parser)
     add_output_flags(parser)
     add_launcher_flags(parser)
+    parser.set_defaults(train_batch=None)  # the recipe's batch (train_batch)
     return parser
 
 
@@ -112,9 +119,25 @@ def model_flags(args):
 
 
 def data_flags(args, train=True):
+    """The data flags, ImageNet's crop sizes included (``model_config`` fills them in)."""
     flags = ["--data-root", os.path.abspath(args.data_root), "--loader", args.loader,
              "--workers", str(args.workers), "--test-batch", str(args.test_batch)]
+    for dest in CROP_FLAGS:
+        if getattr(args, dest, None) is not None:
+            flags += [option(dest), str(getattr(args, dest))]
     return flags + (["--train-batch", str(args.train_batch)] if train else [])
+
+
+def train_batch(args, resources):
+    """``--train-batch`` as given, or the recipe's batch of one step shared by a stage's torchrun
+    ranks (ImageNet's 256: 128 on each of 2 GPUs), or else the flag's default in each rank."""
+    batch, world = recipe_for(args.dataset)["bsq"].batch, resources.processes * resources.nodes
+    if args.train_batch is not None or batch is None:
+        return args.train_batch or TRAIN_BATCH
+    if batch % world:
+        raise BSQError(f"the recipe's batch {batch} does not split over {world} processes: "
+                       "give --train-batch (per process)")
+    return batch // world
 
 
 def training_flags(args):
@@ -135,12 +158,13 @@ def scaled(epochs, factor):
     return max(1, math.floor(epochs * factor + 0.5))
 
 
-def schedule_flags(stage, factor):
-    """``--epochs --lr --schedule`` (and ``--Prun_Int`` for BSQ) of a recipe stage, scaled."""
-    recipe = RECIPE[stage]
+def schedule_flags(stage, factor, recipe=RECIPE):
+    """``--epochs --lr --schedule --gamma --wd`` (and ``--Prun_Int`` for BSQ) of a stage of
+    ``recipe`` (``recipe_for`` the dataset), scaled by ``factor``."""
+    recipe = recipe[stage]
     flags = ["--epochs", str(scaled(recipe.epochs, factor)), "--lr", str(recipe.lr),
              "--schedule", *(str(scaled(m, factor)) for m in recipe.schedule),
-             "--gamma", "0.1", "--wd", "1e-4"]
+             "--gamma", "0.1", "--wd", str(recipe.wd)]
     if recipe.prun_int:
         flags += ["--Prun_Int", str(scaled(recipe.prun_int, factor))]
     return flags
@@ -148,7 +172,9 @@ def schedule_flags(stage, factor):
 
 def plan(args, out):
     """The stages of the sweep, in an order that respects their inputs; and the float model."""
-    factor, train = args.epochs_scale, training_flags(args)
+    train = training_flags(args)
+    schedule = {stage: schedule_flags(stage, args.epochs_scale, recipe_for(args.dataset))
+                for stage in ("train", "bsq", "finetune")}
     corrected = ["--corrected"] if args.corrected else []  # every stage but pretraining
     convert = model_flags(args) + data_flags(args, train=False) + corrected
     bits = ["--Nbits", str(args.Nbits), "--bin"] + corrected
@@ -156,8 +182,7 @@ def plan(args, out):
     float_model = os.path.abspath(args.float_model) if args.float_model else None
     first = ()
     if float_model is None:
-        stages.append(Stage("pretraining", "cifar_train.py",
-                            train + schedule_flags("train", factor),
+        stages.append(Stage("pretraining", "cifar_train.py", train + schedule["train"],
                             os.path.join(out, "float")))
         float_model, first = os.path.join(out, "float", "model_best.pth.tar"), ("pretraining",)
     stages.append(Stage("8-bit conversion", "convert.py", convert + ["--model", float_model,
@@ -168,17 +193,17 @@ def plan(args, out):
         bsq = os.path.join(folder, "bsq", "checkpoint.pth.tar")
         scratch = os.path.join(folder, "scratch", "model_best.pth.tar")
         stages += [
-            Stage(f"{a} BSQ", "cifar_prune_STE.py", train + schedule_flags("bsq", factor) + bits
+            Stage(f"{a} BSQ", "cifar_prune_STE.py", train + schedule["bsq"] + bits
                   + ["--L1", "--decay", str(alpha), "--thre", str(args.thre), "--model", start],
                   os.path.join(folder, "bsq"), ("8-bit conversion",)),
-            Stage(f"{a} finetune", "cifar_finetune.py", train + schedule_flags("finetune", factor)
+            Stage(f"{a} finetune", "cifar_finetune.py", train + schedule["finetune"]
                   + bits + ["--model", bsq], os.path.join(folder, "finetune"), (f"{a} BSQ",)),
             Stage(f"{a} scratch conversion", "convert.py", convert + ["--model", float_model,
                   "--dict", bsq, "--Nbits", str(args.Nbits)], os.path.join(folder, "scratch"),
                   (f"{a} BSQ",), False),
-            Stage(f"{a} scratch finetune", "cifar_finetune.py", train + schedule_flags(
-                "finetune", factor) + bits + ["--model", scratch],
-                os.path.join(folder, "scratch-ft"), (f"{a} scratch conversion",))]
+            Stage(f"{a} scratch finetune", "cifar_finetune.py", train + schedule["finetune"]
+                  + bits + ["--model", scratch], os.path.join(folder, "scratch-ft"),
+                  (f"{a} scratch conversion",))]
     return stages, float_model
 
 
@@ -274,7 +299,9 @@ def main(args):
     model_config(args)  # the architecture and its flags, checked before any work
     if args.float_model and not os.path.isfile(args.float_model):
         raise BSQError(f"--float-model {args.float_model} does not exist: check the path")
-    launcher = make_launcher(Resources.from_args(args))
+    resources = Resources.from_args(args)
+    args.train_batch = train_batch(args, resources)
+    launcher = make_launcher(resources)
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     if args.manualSeed is None:
@@ -291,13 +318,13 @@ def main(args):
         rows.append({"alpha": alpha, "avg_bits": bsq["avg_bits"], "comp": bsq["comp"],
                      "bsq_acc": bsq["acc"], "finetune_acc": ft["acc"],
                      "scratch_acc": scratch_ft["acc"], "scratch_before_acc": scratch["acc"]})
-    factor = args.epochs_scale
+    factor, recipe = args.epochs_scale, recipe_for(args.dataset)
     sweep = {"config": vars(args), "network": arch_title(args),
              "device": launcher.device(),
-             "epochs": {"train": scaled(RECIPE["train"].epochs, factor),
-                        "bsq": scaled(RECIPE["bsq"].epochs, factor),
-                        "Prun_Int": scaled(RECIPE["bsq"].prun_int, factor),
-                        "finetune": scaled(RECIPE["finetune"].epochs, factor)},
+             "epochs": {"train": scaled(recipe["train"].epochs, factor),
+                        "bsq": scaled(recipe["bsq"].epochs, factor),
+                        "Prun_Int": scaled(recipe["bsq"].prun_int, factor),
+                        "finetune": scaled(recipe["finetune"].epochs, factor)},
              "float_model": float_model, "float_acc": results["8-bit conversion"]["float_acc"],
              "stages": {k: v for k, v in results.items() if k in ("pretraining",
                                                                   "8-bit conversion")},

@@ -34,7 +34,8 @@ def custom_arch(name):
         if not callable(build):
             raise CustomArchError(f"-a {name}: {target} has no function {factory!r}: name the "
                                   "function that returns your network")
-        _LOADED[name] = Arch(name, _checked(build, name), about=f"{factory} of {target}")
+        _LOADED[name] = Arch(name, _checked(build, name), about=f"{factory} of {target}",
+                             input_size=None)
     return _LOADED[name]
 
 

@@ -4,11 +4,11 @@ The flags of every architecture are accepted by every script, as in the release;
 reads the ones it takes (``models/registry.py``). ``model_config`` turns them into
 ``build_model``'s arguments and checks them against the architecture before any work.
 """
-from utils.cli.flags import number
-from utils.data import num_classes
+from utils.cli.flags import number, option
+from utils.data import CROP, IMAGENET, Crops, DataError, image_shapes, num_classes
 from utils.quant.corrections import Corrections
 
-from .registry import ARCHS, FLAG_DEFAULTS, MODEL_FLAGS, get_arch
+from .registry import ARCHS, FLAG_DEFAULTS, MODEL_FLAGS, ArchError, get_arch
 
 
 def add_model_flags(parser):
@@ -43,16 +43,43 @@ def add_model_flags(parser):
                             "per batch")
 
 
+CROP_FLAGS = ("train_crop_size", "val_resize_size", "val_crop_size")
+
+
 def model_config(args):
     """``build_model``'s arguments as the flags describe them, checked against the architecture
-    (``ArchError`` naming the fix). A flag left out takes the architecture's default, written
-    back into ``args`` so that the run records what it built."""
+    and the data (``ArchError`` naming the fix). A flag left out takes the architecture's
+    default, written back into ``args`` so that the run records what it built; so do ImageNet's
+    crop sizes (``input_defaults``)."""
     entry = get_arch(args.arch)
     flags = entry.config({k: getattr(args, k, None) for k in MODEL_FLAGS})
     for dest, value in flags.items():
         setattr(args, dest, value)
-    return {"arch": args.arch, "num_classes": num_classes(args.dataset), "act": args.act,
+    classes = num_classes(args.dataset, getattr(args, "data_root", "./data"))
+    input_defaults(args, args.arch)
+    for shape in image_shapes(args) if entry.check_input is not None else ():
+        try:
+            entry.check_input(classes, shape)
+        except ValueError as e:
+            raise ArchError(str(e)) from None
+    return {"arch": args.arch, "num_classes": classes, "act": args.act,
             "corrections": Corrections.from_args(args), **flags}
+
+
+def input_defaults(args, arch):
+    """ImageNet's crop sizes left out (None) become those of the network ``arch`` is made for
+    (``Arch.input_size``: 224 / 256 / 224, Inception-V3's 299 / 342 / 299; a network without
+    one: 224), written into ``args``; on CIFAR they are refused (``DataError``)."""
+    given = [dest for dest in CROP_FLAGS if getattr(args, dest, None) is not None]
+    if args.dataset != IMAGENET:
+        if given:
+            raise DataError(f"{option(given[0])} is for -d imagenet: CIFAR's images are 32x32 "
+                            "as they are; drop it")
+        return
+    size = (get_arch(arch).input_size or (3, CROP))[-1]
+    crops = Crops.from_args(args, size)
+    for dest, value in zip(CROP_FLAGS, (crops.train, crops.val_resize, crops.val)):
+        setattr(args, dest, value)
 
 
 def arch_title(args):

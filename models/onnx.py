@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
+from torch.fx.passes.shape_prop import ShapeProp
 
 from utils.cli.errors import BSQError
 from utils.quant.ste import SMALLEST_POSITIVE, levels
@@ -69,6 +70,7 @@ class _Graph:
     def __init__(self, float_weights=False):
         self.nodes, self.initializers, self.count = [], [], 0
         self.float_weights = float_weights
+        self.shapes = {}  # value name -> its shape at batch 1 (the trace's, for the handlers)
 
     def name(self, hint):
         self.count += 1
@@ -180,10 +182,20 @@ def _pool(op_type, g, x, name, kernel_size, stride=None, padding=0, dilation=1, 
     return g.op(op_type, x, hint=name, **attrs)
 
 
-def _global_pool(g, x, name, output_size):
-    if output_size not in (1, (1, 1), [1, 1]):
-        raise ExportError(f"{name}: adaptive average pooling to {output_size} has no handler")
-    return g.op("GlobalAveragePool", x, hint=name)
+def _adaptive_pool(g, x, name, output_size):
+    """Adaptive average pooling: global to 1x1, or to an output whose sides divide the input's
+    (VGG's 7x7 of 224x224 images), where it is an average pool of kernel = stride = in / out."""
+    out = (output_size,) * 2 if isinstance(output_size, int) else tuple(output_size)
+    if out == (1, 1):
+        return g.op("GlobalAveragePool", x, hint=name)
+    height, width = g.shapes[x][-2:]
+    if None in out or height % out[0] or width % out[1]:
+        raise ExportError(f"{name}: adaptive average pooling of {height}x{width} to {out} has "
+                          "no handler (the input's sides must be multiples of the output's)")
+    kernel = [height // out[0], width // out[1]]
+    if kernel == [1, 1]:
+        return x
+    return g.op("AveragePool", x, hint=name, kernel_shape=kernel, strides=kernel)
 
 
 def _flatten(g, x, name, start_dim=1, end_dim=-1):
@@ -204,10 +216,14 @@ MODULES = {
     nn.AvgPool2d: lambda g, x, m, name: _pool("AveragePool", g, x, name, m.kernel_size,
                                               m.stride, m.padding, 1, m.ceil_mode,
                                               m.count_include_pad),
-    nn.AdaptiveAvgPool2d: lambda g, x, m, name: _global_pool(g, x, name, m.output_size),
+    nn.AdaptiveAvgPool2d: lambda g, x, m, name: _adaptive_pool(g, x, name, m.output_size),
     nn.Flatten: lambda g, x, m, name: _flatten(g, x, name, m.start_dim, m.end_dim),
     nn.Dropout: lambda g, x, m, name: x,  # identity in eval mode
     nn.Identity: lambda g, x, m, name: x,
+    nn.SiLU: lambda g, x, m, name: g.op("Mul", x, g.op("Sigmoid", x), hint=name),
+    nn.Sigmoid: lambda g, x, m, name: g.op("Sigmoid", x, hint=name),
+    nn.Hardswish: lambda g, x, m, name: g.op("HardSwish", x, hint=name),
+    nn.Hardsigmoid: lambda g, x, m, name: g.op("HardSigmoid", x, hint=name, alpha=1 / 6),
 }
 
 
@@ -272,6 +288,34 @@ def _identity(g, name, x, *args, **kwargs):
     return x
 
 
+def _getitem(g, name, x, index):
+    """``x[index]`` with ``index`` a tuple of integers and slices of integers (Inception-V3's
+    ``x[:, 0]``): a Slice per sliced axis, a Gather per indexed one (which drops the axis)."""
+    if not isinstance(x, str):
+        raise ExportError(f"{name}: indexing a {type(x).__name__} has no handler")
+    index = index if isinstance(index, tuple) else (index,)
+    axis = 0
+    for item in index:
+        if isinstance(item, slice) and all(isinstance(v, (int, type(None)))
+                                           for v in (item.start, item.stop, item.step)):
+            if item != slice(None):
+                start, stop, step = item.start or 0, item.stop, item.step or 1
+                stop = stop if stop is not None else np.iinfo(np.int64).max
+                x = g.op("Slice", x, g.ints([start]), g.ints([stop]), g.ints([axis]),
+                         g.ints([step]), hint=name)
+            axis += 1
+        elif isinstance(item, int):
+            x = g.op("Gather", x, g.const(np.array(item, dtype=np.int64), "index"), hint=name,
+                     axis=axis)
+        else:
+            raise ExportError(f"{name}: indexing with {index} has no handler")
+    return x
+
+
+def _unsqueeze(g, name, x, dim):
+    return g.op("Unsqueeze", x, g.ints([dim]), hint=name)
+
+
 FUNCTIONS = {
     operator.add: _binary("Add"), operator.iadd: _binary("Add"), torch.add: _binary("Add"),
     operator.mul: _binary("Mul"), torch.mul: _binary("Mul"),
@@ -279,13 +323,15 @@ FUNCTIONS = {
     F.relu: _relu_fn, torch.relu: _relu_fn,
     F.relu6: lambda g, name, x, inplace=False: _relu6(g, x, name),
     F.avg_pool2d: _avg_pool_fn, F.max_pool2d: _max_pool_fn, torch.max_pool2d: _max_pool_fn,
-    F.adaptive_avg_pool2d: lambda g, name, x, output_size: _global_pool(g, x, name, output_size),
+    F.adaptive_avg_pool2d: lambda g, name, x, output_size: _adaptive_pool(g, x, name,
+                                                                         output_size),
     F.dropout: _identity,
+    operator.getitem: _getitem, torch.unsqueeze: _unsqueeze,
 }
 METHODS = {
     "view": _reshape, "reshape": _reshape, "size": _size, "add": _binary("Add"),
     "flatten": lambda g, name, x, *a, **k: _flatten(g, x, name, *a, **k),
-    "relu": _relu_fn, "contiguous": _identity,
+    "relu": _relu_fn, "contiguous": _identity, "unsqueeze": _unsqueeze,
 }
 
 
@@ -293,6 +339,7 @@ METHODS = {
 def build_graph(model, input_shape=(3, 32, 32), float_weights=False):
     """The ``onnx.ModelProto`` of ``model``'s inference forward on ``(batch, *input_shape)``
     inputs, the batch dimension dynamic; raises ``ExportError`` naming a node without handler.
+    The handlers that need a shape (adaptive pooling) read it off one forward pass at batch 1.
 
     ``float_weights``: every weight as the float32 tensor it dequantizes to (for the size
     comparison in ``benchmarks/onnx.py``).
@@ -300,6 +347,10 @@ def build_graph(model, input_shape=(3, 32, 32), float_weights=False):
     assert model.form != "float", "a float model has no codes to export"
     g = _Graph(float_weights)
     traced = trace(model, training=False)
+    with torch.no_grad():  # each node's shape, for the handlers that need one
+        device = next(model.parameters()).device
+        ShapeProp(torch.fx.GraphModule(model, traced)).propagate(
+            torch.zeros(1, *input_shape, device=device))
     values, output = {}, None
     for node in traced.nodes:
         args = _values(node.args, values)
@@ -326,6 +377,9 @@ def build_graph(model, input_shape=(3, 32, 32), float_weights=False):
             output = args[0]
         else:
             raise ExportError(f"{node.name}: {node.op} {node.target} has no ONNX handler")
+        meta = node.meta.get("tensor_meta")
+        if isinstance(values.get(node), str) and hasattr(meta, "shape"):
+            g.shapes[values[node]] = tuple(meta.shape)
     if not isinstance(output, str):
         raise ExportError("the forward pass does not return one tensor")
     g.nodes.append(helper.make_node("Identity", [output], [OUTPUT]))

@@ -6,7 +6,8 @@ define it; ``models.build_model`` then turns it into a bit network with the one 
 ``models/swap.py``. So an entry holds no BSQ code, and everything BSQ does works on every entry
 the same way. The CIFAR networks of the release (``models/cifar``) register themselves here;
 ``-a path/to/file.py:factory`` or ``-a package.module:factory`` is a researcher's own network
-(``models/custom.py``).
+(``models/custom.py``); ``-a torchvision.NAME`` (or ``NAME`` where the CIFAR registry has none)
+is torchvision's classification network ``NAME`` (``models/torchvision.py``).
 
 The model flags (``--depth``, ``--widen-factor``, ``--cardinality``, ``--growthRate``,
 ``--compressionRate``, ``--drop``, ``--block-name``) are the release's: each entry reads the ones
@@ -40,7 +41,12 @@ class Arch:
     and linears that stay float. ``describe(state)``: what a state dict without an ``arch``
     record shows of the flags (``{"depth": 20, "num_classes": 10}``), for the release's files.
     ``release_clamp(name, form)``: the release's own network only; it also turns on the
-    release's other network-level behaviours (``models.build_model``).
+    release's other network-level behaviours (``models.build_model``). ``input_size``: the
+    ``(C, H, W)`` it is made for (ImageNet's crops default to its H), None: the data's.
+    ``foreign_keys``: name patterns of state-dict entries its authors' weight files hold and
+    this network leaves out (Inception-V3's auxiliary classifier), dropped on loading.
+    ``check_input(num_classes, shape)``: raise ``ValueError`` naming the fix when the network
+    cannot take ``(C, H, W) = shape`` inputs.
     """
     name: str
     build: Callable
@@ -52,7 +58,9 @@ class Arch:
     float_layers: tuple = ()
     describe: Optional[Callable] = None
     release_clamp: Optional[Callable] = None
-    input_size: tuple = (3, 32, 32)
+    input_size: Optional[tuple] = (3, 32, 32)
+    foreign_keys: tuple = ()
+    check_input: Optional[Callable] = None
 
     @property
     def release(self):
@@ -88,15 +96,20 @@ def register(arch):
 
 
 def get_arch(name):
-    """The registry entry ``name``, or a researcher's network ``file.py:factory``; ``ArchError``
-    naming the choices."""
-    from .custom import custom_arch, is_custom  # custom.py builds Arch entries itself
+    """The registry entry ``name``, a researcher's network ``file.py:factory``, or torchvision's
+    ``torchvision.NAME`` (or ``NAME``); ``ArchError`` naming the choices."""
+    from .custom import custom_arch, is_custom  # these build Arch entries themselves
+    from .torchvision import PREFIX, names, torchvision_arch
 
     if name in ARCHS:
         return ARCHS[name]
     if is_custom(name):
         return custom_arch(name)
-    close = difflib.get_close_matches(name, ARCHS, n=1)
+    entry = torchvision_arch(name)
+    if entry is not None:
+        return entry
+    close = difflib.get_close_matches(name.removeprefix(PREFIX), [*ARCHS, *names()], n=1)
     hint = f"did you mean {close[0]}? " if close else ""
-    raise ArchError(f"-a {name} is not an architecture: {hint}use one of {', '.join(ARCHS)}, or "
-                     "your own network as path/to/file.py:factory")
+    raise ArchError(f"-a {name} is not an architecture: {hint}use one of {', '.join(ARCHS)}, "
+                     f"torchvision's classification networks as {PREFIX}NAME (e.g. "
+                     f"{PREFIX}resnet50), or your own network as path/to/file.py:factory")

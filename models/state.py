@@ -1,5 +1,7 @@
 """A model's state in a checkpoint: the network it records, and loading the state into a
 network in whatever form it was saved (ours or the release's files)."""
+import fnmatch
+
 from utils.cli.flags import option
 from utils.quant.corrections import CORRECTED, RELEASE
 from utils.store.checkpoint import (
@@ -54,7 +56,7 @@ def load_model_state(model, ckpt, path="", partial=False):
     what does not fit: the architecture or one of its flags, the class count, the activation
     mode, or the first tensor whose name or shape differs.
     """
-    state = strip_prefix(ckpt["state_dict"])
+    state = without_foreign_keys(strip_prefix(ckpt["state_dict"]), model.arch_spec["arch"])
     check_architecture(model, ckpt, state, path)
     pact, model_pact = (any(k.endswith(".alpha") for k in s) for s in (state, model.state_dict()))
     if pact != model_pact and not (partial and model_pact):
@@ -84,6 +86,14 @@ def load_model_state(model, ckpt, path="", partial=False):
         reason = " ".join(str(e).split())[-200:]
         raise CheckpointError(f"checkpoint {path} does not fit this model ({reason})") from None
     return model
+
+
+def without_foreign_keys(state, arch):
+    """``state`` less the entries the architecture's authors' files hold and its network leaves
+    out (``Arch.foreign_keys``: Inception-V3's auxiliary classifier in torchvision's file)."""
+    patterns = get_arch(arch).foreign_keys
+    return {k: v for k, v in state.items()
+            if not any(fnmatch.fnmatchcase(k, p) for p in patterns)}
 
 
 def check_architecture(model, ckpt, state, path=""):

@@ -4,6 +4,7 @@ import pathlib
 import pytest
 
 from cifar_fixture import make_cifar
+from imagenet_fixture import make_imagenet
 
 E2E = pathlib.Path(__file__).parent / "e2e"
 
@@ -22,3 +23,8 @@ def cifar10_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def cifar100_root(tmp_path_factory):
     return make_cifar(tmp_path_factory.mktemp("cifar100"), "cifar100")
+
+
+@pytest.fixture(scope="session")
+def imagenet_root(tmp_path_factory):
+    return make_imagenet(tmp_path_factory.mktemp("imagenet"))

@@ -8,7 +8,7 @@ import torch
 
 from utils.cli.errors import BSQError
 from utils.cli.flags import check_flags
-from utils.data import build_loaders
+from utils.data import Crops, build_loaders
 from utils.release import RELEASE_SEED
 from utils.store.rundir import check_run
 from utils.train import distributed
@@ -79,7 +79,8 @@ def loaders(args, device):
     rank, world_size = distributed.world()
     return build_loaders(args.dataset, args.data_root, getattr(args, "train_batch", 1),
                          args.test_batch, device, args.loader, args.workers,
-                         getattr(args, "manualSeed", 0), rank, world_size)
+                         getattr(args, "manualSeed", 0), rank, world_size,
+                         crops=Crops.from_args(args))
 
 
 RESUMED_BY = {"float": ("a float model's", "cifar_train.py"),

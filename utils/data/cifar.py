@@ -123,6 +123,19 @@ def _read_batch(path, label_key, num_classes):
                     f"replace it with the official file or pass --data-root DIR")
 
 
+def _check_not_inside(spec, root):
+    """``root`` is neither the dataset's own folder (``cifar-10-batches-py``) nor a folder of its
+    batch files: ``--data-root`` names the folder that holds that one."""
+    if os.path.basename(os.path.normpath(root)) == spec.folder:
+        parent = os.path.dirname(os.path.normpath(root)) or "."
+        raise DataError(f"--data-root {root} is the {spec.title} folder itself; it names the "
+                        f"folder that holds {spec.folder}/: give its parent, --data-root {parent}")
+    if all(os.path.isfile(os.path.join(root, f)) for f in spec.train_files + spec.test_files):
+        raise DataError(f"--data-root {root} holds the {spec.title} batch files themselves; it "
+                        f"names the folder that holds {spec.folder}/: move them into "
+                        f"{os.path.join(root, spec.folder)}/ and keep this --data-root")
+
+
 def load_cifar(name, root, train, download=True):
     """Read one split of CIFAR-10 ("cifar10") or CIFAR-100 ("cifar100") from ``root``.
 
@@ -138,6 +151,7 @@ def load_cifar(name, root, train, download=True):
     folder = os.path.join(root, spec.folder)
     paths = [os.path.join(folder, f) for f in (spec.train_files if train else spec.test_files)]
     if not os.path.isdir(folder):
+        _check_not_inside(spec, root)
         if not download:
             raise DataError(f"no {spec.title} data in {folder} (download disabled): "
                             f"put the python-version batches there or pass --data-root DIR")

@@ -7,6 +7,7 @@ renamed over the target, so a crash at any moment leaves the previous file or th
 a torn one; an interrupted write removes its temporary file, and ``remove_stale_temps`` removes
 those a killed process left behind. Errors are ``OSError``s naming the target path.
 """
+import contextlib
 import json
 import math
 import os
@@ -25,19 +26,35 @@ FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file; mkstemp give
 
 
 def atomic_write(path, data):
-    """Write the bytes (or str) ``data`` to ``path`` atomically and durably.
-
-    Temporary file, fsync, rename, fsync of the folder. Raises ``OSError`` with ``filename`` set
-    to ``path`` (disk full, permission, a folder that does not exist, ...).
-    """
+    """Write the bytes (or str) ``data`` to ``path`` atomically and durably (``atomic_writer``)."""
     if isinstance(data, str):
         data = data.encode()
+    with atomic_writer(path) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path):
+    """A binary file to write ``path``'s new content into, atomically and durably.
+
+    Temporary file in the target's folder, fsync, rename, fsync of the folder; streamed, so a
+    file of any size takes no memory. Raises ``OSError`` with ``filename`` set to ``path`` (disk
+    full, permission, a folder that does not exist, ...), also when the writer in the ``with``
+    block turned the file's ``OSError`` into another exception (``torch.save`` does): the
+    temporary file is then removed.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=os.path.basename(path), dir=folder)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, "wb") as raw:
+            f = _Recording(raw)
+            try:
+                yield f
+            except Exception:
+                if f.error is not None:  # the file's own error, which the writer wrapped
+                    raise f.error from None
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, FILE_MODE)
@@ -49,6 +66,23 @@ def atomic_write(path, data):
         if isinstance(e, OSError) and e.filename != path:
             raise OSError(e.errno, e.strerror, path) from None
         raise
+
+
+class _Recording:
+    """A file whose ``write`` keeps the ``OSError`` it raises, for ``atomic_writer``."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
 
 
 def _fsync_folder(folder):

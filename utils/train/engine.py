@@ -6,6 +6,7 @@ speed flags ask (DDP under torchrun, ``torch.compile``, CUDA graphs); ``train_on
 per epoch (and when a progress line is due), so the steps make no host sync and can be replayed
 as CUDA graphs (``utils/train/cudagraphs.py``).
 """
+import contextlib
 import math
 import sys
 import warnings
@@ -85,12 +86,26 @@ def meters(ce, logits, y):
     return torch.stack([ce.double() * n, top1.double() * n])
 
 
+TOP_K = 5
+
+
+def top_k(logits, y, k=TOP_K):
+    """``top-k * n`` of one batch of n in float64: the percentage of samples whose class is among
+    the ``k`` largest logits (all of them when there are fewer classes), in the release's
+    arithmetic of top-1, ``correct * (100 / n)`` in fp32. Returns a (1,) tensor."""
+    n = y.numel()
+    pred = logits.topk(min(k, logits.shape[1]), 1, True, True)[1]  # (n, k)
+    hits = pred.eq(y.view(-1, 1)).any(1).float().sum(0).mul(100.0 / n)
+    return hits.double().mul(n).reshape(1)
+
+
 def make_eval_step(model):
-    """The test step ``step(x, y)``: ``meters`` of the batch, a (2,) float64 tensor."""
+    """The test step ``step(x, y)``: ``meters`` of the batch and its ``top_k``, a (3,) float64
+    tensor (the first two exactly as the training step's)."""
 
     def step(x, y):
         logits = model(x)
-        return meters(F.cross_entropy(logits, y), logits, y)
+        return torch.cat([meters(F.cross_entropy(logits, y), logits, y), top_k(logits, y)])
 
     return step
 
@@ -163,15 +178,25 @@ def train_one_epoch(model, loader, step, progress=None):
 
 @torch.no_grad()
 def evaluate(model, loader, step=None):
-    """Test loss and accuracy (percent) of ``model`` in eval mode, as the release computes them,
-    through ``step`` when given (e.g. ``make_eval_step`` replayed as a CUDA graph)."""
+    """Test loss, accuracy and top-5 accuracy (percent) of ``model`` in eval mode, the first two
+    as the release computes them, through ``step`` when given (e.g. ``make_eval_step`` replayed
+    as a CUDA graph). Returns ``{"loss", "acc", "acc5"}``.
+
+    No weight changes during a test pass, so a model with ``frozen_weights`` (a ``BitModel``)
+    builds its quantized weights once for the pass instead of once per batch; a CUDA graph
+    builds them inside its replay, as it was captured.
+    """
     model.eval()
     step = step or make_eval_step(model)
+    frozen = getattr(model, "frozen_weights", None)
+    weights = contextlib.nullcontext() if frozen is None or isinstance(step, CUDAGraphStep) \
+        else frozen()
     device = next(model.parameters()).device
-    totals = torch.zeros(2, dtype=torch.float64, device=device)  # ce * n, top-1 * n
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # ce * n, top-1 * n, top-5 * n
     count = 0
-    for x, y in tqdm(loader, desc="test", file=sys.stderr, leave=False, disable=None):
-        totals += step(x, y)
-        count += len(y)
-    loss, acc = totals.tolist()
-    return {"loss": loss / count, "acc": acc / count}
+    with weights:
+        for x, y in tqdm(loader, desc="test", file=sys.stderr, leave=False, disable=None):
+            totals += step(x, y)
+            count += len(y)
+    loss, acc, acc5 = totals.tolist()
+    return {"loss": loss / count, "acc": acc / count, "acc5": acc5 / count}
