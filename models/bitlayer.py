@@ -61,6 +61,7 @@ class BitLayer:
         self.slots = ("weight",) if self.bias is None else ("weight", "bias")
         self.shapes = {slot: tuple(getattr(self, slot).shape) for slot in self.slots}
         self.nbits = {slot: nbits for slot in self.slots}
+        self.frozen = None  # {slot: tensor} while BitModel.frozen_weights holds
 
     def _adopt(self, layer):
         """Take ``layer``'s weight and bias (and its train/eval mode) in place of this layer's."""
@@ -76,6 +77,8 @@ class BitLayer:
         """
         if not self.uses(slot):
             return None
+        if self.frozen is not None:
+            return self.frozen[slot]
         if self.form == "float":
             return getattr(self, slot)
         scale = self.scale_of(slot)

@@ -1,5 +1,8 @@
 """Model-level BSQ operations over every bit layer of a network, whatever the network."""
+import contextlib
 import functools
+
+import torch
 
 from utils.quant.bits import FLOAT_BITS, clamp_
 from utils.quant.corrections import RELEASE
@@ -41,6 +44,21 @@ class BitModel:
     def scheme(self):
         """``{layer_name: [N_weight, N_bias]}``, the release's ``Nbit_dict``."""
         return {name: m.precision() for name, m in self.quant_layers()}
+
+    @contextlib.contextmanager
+    def frozen_weights(self):
+        """Within the context, each quantized layer's forward uses its weight and bias built once
+        from its planes (or finetune weights) on entry, not once per batch: for a test pass,
+        where nothing changes them. The same tensors, so the same results; without gradient."""
+        layers = [m for _, m in self.quant_layers()]
+        with torch.no_grad():
+            for m in layers:
+                m.frozen = {slot: m.quantized(slot) for slot in m.slots}
+        try:
+            yield self
+        finally:
+            for m in layers:
+                m.frozen = None
 
     def allocate(self, form, scheme=None):
         """Give every quantized layer empty parameters of ``form`` at ``scheme``'s precisions.

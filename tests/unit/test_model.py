@@ -210,3 +210,31 @@ def test_autocast_keeps_the_quantizers_in_fp32(images):
         assert out.unique().numel() <= 16  # exactly the 4-bit levels of the fp32 quantizer
         logits = model(images)
     assert logits.shape == (6, 10) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("form", ["bits", "finetune"])
+def test_a_test_pass_builds_each_weight_once_with_the_same_logits(form, monkeypatch):
+    from utils.data.cifar import DeviceLoader
+    from utils.train.engine import evaluate
+
+    model = resnet(depth=8).to_bits_(4)
+    if form == "finetune":
+        model.to_finetune_()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    y = torch.randint(0, 10, (40,), generator=gen)
+    loader = DeviceLoader(x, y, 10, "cpu", False)  # 4 batches
+    model.eval()
+    with torch.no_grad():
+        per_batch = [model(xb) for xb, _ in loader]
+        with model.frozen_weights():
+            once = [model(xb) for xb, _ in loader]
+    assert all(torch.equal(a, b) for a, b in zip(per_batch, once))
+
+    builds = []
+    real = BitLayer._build
+    monkeypatch.setattr(BitLayer, "_build", lambda self, *a: builds.append(1) or real(self, *a))
+    evaluate(model, loader)
+    layers = len(model.quant_layers())
+    assert layers <= len(builds) <= 2 * layers  # each used slot once, not once per batch
+    assert all(m.frozen is None for _, m in model.quant_layers())  # per batch again afterwards
