@@ -71,6 +71,29 @@ def to_finetune(model, args, ckpt, loader):
                                  f"({times(model.compression())})")
 
 
+def result(folder, epoch, accs, recorded, corrections):
+    """The end of a run: the test accuracy of each file it wrote, in its form, and where else
+    each figure is shown. ``accs``: of ``model_best`` (best ``epoch``, finetune form), of
+    ``best_bin`` and of ``best_float``; ``recorded``: the ``acc`` those two record."""
+    bias = "with" if corrections.fc_bias else "without"
+    seen = (f"epoch {epoch} in finetune form, {bias} the classifier bias, as trained (its "
+            "test_acc in log.txt, best_acc of the JSON line)" if epoch else
+            f"the loaded model in finetune form, {bias} the classifier bias, which no epoch beat "
+            "(best_acc of the JSON line)")
+    rows = [("model_best.pth.tar", seen),
+            ("best_bin.pth.tar", "the same weights in bit representation"
+                                 + ("" if corrections.fc_bias else ", the classifier bias back in")
+                                 + " (acc of the JSON line, scheme.json)"),
+            ("best_float.pth.tar", "as float weights" + ("" if corrections.best_float else
+                                   ", scale * sum_i (p_i - n_i) e_i as the release writes them"))]
+    lines = [f"result in {folder}, the test accuracy of each file:"]
+    lines += [f"  {acc:6.2f}%  {name:<18}  {what}" for acc, (name, what) in zip(accs, rows)]
+    if not corrections.own_acc and recorded is not None:
+        lines.append(f"  best_bin and best_float record acc {recorded:.2f}%, the last epoch's, "
+                     "as the release does")
+    return "\n".join(lines)
+
+
 def main(args):
     if not (args.resume or args.model):
         raise BSQError("cifar_finetune.py needs --model (or --resume): the checkpoint to use")
@@ -83,12 +106,14 @@ def main(args):
     model.to(run.device)
 
     if args.evaluate:
-        acc = tested(model, run.test_loader, f"--model {args.model}")
+        test = evaluate(model, run.test_loader)
+        acc = test["acc"]
+        print(f"--model {args.model}: test accuracy {acc:.2f}%, top-5 {test['acc5']:.2f}%")
         if model.form != "float":
             print(scheme_report(copy.deepcopy(model).to_bits_(), acc))
         if alphas(model):
             print(f"PACT alphas: {alphas(model)}")
-        return summary(model, acc, ckpt.get("best_acc"), args.model)
+        return summary(model, acc, ckpt.get("best_acc"), args.model, acc5=test["acc5"])
 
     folder = args.checkpoint
     print(f"finetuning {arch_title(args)}, seed {args.manualSeed}, "
@@ -108,7 +133,7 @@ def main(args):
                              record=args, board=board)
         best, best_ckpt = load_model(os.path.join(folder, "model_best.pth.tar"), **config)
         best.to(run.device)
-        tested(best, run.test_loader, f"best model, epoch {best_ckpt['epoch']}")
+        best_form_acc = tested(best, run.test_loader, f"best model, epoch {best_ckpt['epoch']}")
         last_acc = last["acc"] if last["acc"] is not None else run.resume.get("acc")
         best.to_bits_()
         acc = tested(best, run.test_loader, "best model in bits (best_bin.pth.tar)")
@@ -124,8 +149,8 @@ def main(args):
                         os.path.join(folder, "best_float.pth.tar"))
         print(scheme_report(best, acc))
         write_scheme_json(best, os.path.join(folder, "scheme.json"), acc)
-    print(f"best model written to {folder}/best_float.pth.tar and {folder}/best_bin.pth.tar: "
-          f"test accuracy {acc:.2f}%")
+    print(result(folder, best_ckpt["epoch"], (best_form_acc, acc, float_acc), last_acc,
+                 best.corrections))
     return board.finish(args, summary(best, acc, best_acc,
                                       os.path.join(folder, "best_bin.pth.tar")))
 

@@ -60,6 +60,20 @@ def mixed_model(act=4, form="bits", continuous=False, corrections=CORRECTED):
     return model.to_finetune_() if form == "finetune" else model
 
 
+EMPTY_LAYERS = ("layer2.0.conv2", "layer3.0.conv1")  # those of ``empty_layers_model``
+
+
+def empty_layers_model(corrections=RELEASE):
+    """A ResNet-8 in bits form at 8 bits but for two layers left all zero (``EMPTY_LAYERS``, at
+    the release's 1 bit; with ``corrections.zero_precision``, at 0), as BSQ leaves a layer whose
+    every plane it pushed to zero, and a 3-bit classifier bias."""
+    torch.manual_seed(0)
+    model = resnet(depth=8, corrections=corrections)
+    scheme = {name: [0 if name in EMPTY_LAYERS else 8, 0] for name, _ in model.quant_layers()}
+    scheme["fc"] = [8, 3]
+    return model.to_bits_(scheme)
+
+
 SHORTCUTS = ("layer2.0.downsample.0", "layer3.0.downsample.0")  # in older releases' Nbit_dict
 def release_layout(model, optimizer=None, epoch=1, scale_shape=()):
     """The checkpoint dict the release would write for ``model``: keys prefixed ``module.``,

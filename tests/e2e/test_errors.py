@@ -146,7 +146,7 @@ CASES = [  # (script, arguments, words the one line must contain)
     ("cifar_prune_STE.py", f"--depth 21 {WRITE}", "6n+2"),
     ("cifar_prune_STE.py", f"--lr -0.1 {WRITE}", "--lr/--learning-rate: -0.1 is not >= 0"),
     ("cifar_prune_STE.py", f"--decay -1 {WRITE}", "--decay: -1"),
-    ("cifar_prune_STE.py", f"--dataset imagenet {WRITE}", "invalid choice"),
+    ("cifar_prune_STE.py", f"--dataset mnist {WRITE}", "invalid choice"),
     ("cifar_prune_STE.py", f"--loader magic {WRITE}", "invalid choice"),
     ("cifar_prune_STE.py", f"--act four {WRITE}", "'four' is not an integer"),
     ("cifar_prune_STE.py", f"--thre 150 {WRITE}", "--thre: 150"),

@@ -232,3 +232,17 @@ def test_a_model_built_twice_is_the_same_and_copies_are_independent():
         c.head.pweight.zero_()
     assert a.head.pweight.any() and isinstance(c.head, BitLayer)
     assert torch.equal(c.eval()(images()), c(images()))
+
+
+def test_the_sweep_passes_the_network_and_its_flags_to_every_stage(tmp_path):
+    import sweep
+    from models import model_config
+
+    args = sweep.get_args_parser().parse_args(
+        ["--decays", "0.1", "-a", "wrn", "--depth", "10", "--widen-factor", "1", "--drop", "0.3"])
+    model_config(args)
+    stages, _ = sweep.plan(args, str(tmp_path))
+    for stage in stages:
+        flags = " ".join(stage.flags)
+        assert "-a wrn --depth 10" in flags and "--widen-factor 1" in flags, stage.name
+        assert "--drop 0.3" in flags, stage.name

@@ -17,8 +17,12 @@ def test_totals_are_the_models_accounting(form):
         model.to_float_()
     report = scheme_dict(model, acc=12.5)
     total, bits = model.size()
+    zero = sum(nbits == 0 for _, m in model.quant_layers() for _, nbits in m.sizes())
+    same = {"TB": bits, "avg_bits": model.avg_bits(), "compression": model.compression()}
     assert report["totals"] == {"TP": total, "TB": bits, "avg_bits": model.avg_bits(),
-                                "compression": model.compression(), "acc": 12.5}
+                                "compression": model.compression(), "acc": 12.5,
+                                "empty": 0 if form == "float" else zero,  # corrected: 0 bits
+                                "finetune_form": None if form == "float" else same}
     rows = report["layers"]
     assert sum(math.prod(r["shape"]) for r in rows) == total
     assert sum(math.prod(r["shape"]) * r["bits"] for r in rows) == bits

@@ -6,22 +6,42 @@ ends in one line (exit status 2) before any work is done or any folder is create
 rules that tie two flags together are in ``check_flags``.
 """
 import argparse
+import difflib
 import math
 
 from utils.cli.errors import BSQError
-from utils.data.cifar import DATASETS, LOADERS
+from utils.data import DATASET_NAMES, LOADERS
 from utils.quant.bits import MAX_BITS
 from utils.release import RELEASE_DECAY, RELEASE_DEFAULTS, RELEASE_NBITS, RELEASE_SEED
 
 MAX_SEED = 2 ** 32 - 1
+TRAIN_BATCH = 128  # the release's, per process
 
 
 class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line on stderr (exit status 2), whose help
-    shows each default once, and whose flags come in titled groups."""
+    shows each default once, and whose flags come in titled groups. A flag it does not know
+    gets the closest one it does: ``--Prun-Int: did you mean --Prun_Int?``."""
 
     def __init__(self, **kwargs):
         super().__init__(formatter_class=HelpFormatter, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):
+        args, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}{self._suggestion(unknown)}")
+        return args
+
+    def _suggestion(self, unknown):
+        """``: did you mean --X?`` for the first unknown flag close to one of the parser's."""
+        known = [s for s in self._option_string_actions if s.startswith("--")]
+        for word in unknown:
+            flag = word.split("=", 1)[0]
+            if flag.startswith("--"):
+                close = difflib.get_close_matches(flag, known, n=1, cutoff=0.7)
+                if close:
+                    return f": did you mean {close[0]}?"
+        return ""
 
     def error(self, message):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
@@ -35,10 +55,11 @@ class Parser(argparse.ArgumentParser):
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends ``(default: X)`` only where there is a default worth showing."""
+    """Appends ``(default: X)`` only where there is a default worth showing: not for a flag
+    without a value (``--no-tensorboard``'s default True would read as "off by default")."""
 
     def _get_help_string(self, action):
-        if action.default is None or action.default is False or action.default == "" \
+        if action.default is None or action.default == "" or action.nargs == 0 \
                 or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
@@ -83,19 +104,29 @@ def add_training_flags(parser, recipe, checkpoint, evaluate):
 
 def add_data_flags(parser, train=True):
     group = parser.group("data")
-    group.add_argument("-d", "--dataset", default="cifar10", choices=list(DATASETS),
-                       help="CIFAR-10 or CIFAR-100")
+    group.add_argument("-d", "--dataset", default="cifar10", choices=list(DATASET_NAMES),
+                       help="CIFAR-10, CIFAR-100, or ImageNet (an ImageFolder tree)")
     group.add_argument("--data-root", default="./data",
-                       help="folder holding cifar-10-batches-py/ or cifar-100-python/")
+                       help="folder holding cifar-10-batches-py/ or cifar-100-python/; for -d "
+                            "imagenet train/<class>/*.JPEG and val/<class>/*.JPEG")
     group.add_argument("--loader", default="device", choices=LOADERS,
                        help="device: the dataset lives on the training device, augmented there, "
                             "each epoch's order from the seed and the epoch; release: the "
                             "release's DataLoader exactly (PIL transforms, the global random "
                             "order), the same batches as the release's script")
     group.add_argument("-j", "--workers", type=number(int, 0), default=4,
-                       help="DataLoader worker processes (--loader release)")
+                       help="DataLoader worker processes (--loader release, -d imagenet)")
+    group.add_argument("--train-crop-size", type=number(int, 1), default=None,
+                       help="-d imagenet: side of the training images' random resized crop "
+                            "(default: the network's input size, 224; inception_v3: 299)")
+    group.add_argument("--val-resize-size", type=number(int, 1), default=None,
+                       help="-d imagenet: the test images' shorter side before the center crop "
+                            "(default: round(val crop * 256 / 224), 256; inception_v3: 342)")
+    group.add_argument("--val-crop-size", type=number(int, 1), default=None,
+                       help="-d imagenet: side of the test images' center crop (default: the "
+                            "network's input size, 224; inception_v3: 299)")
     if train:
-        group.add_argument("--train-batch", type=number(int, 1), default=128,
+        group.add_argument("--train-batch", type=number(int, 1), default=TRAIN_BATCH,
                            help="training batch size")
     group.add_argument("--test-batch", type=number(int, 1), default=100,
                        help="test batch size; accuracy depends slightly on it (the activation "
@@ -212,7 +243,8 @@ def add_output_flags(parser):
         help="when stderr is not a terminal, a progress line every SECONDS (0: none)")
     parser.group("output").add_argument(
         "--no-tensorboard", dest="tensorboard", action="store_false",
-        help="write no TensorBoard event files (utils/report/board.py)")
+        help="write no TensorBoard event files (without it they are written into --checkpoint; "
+             "utils/report/board.py)")
 
 
 def option(dest):

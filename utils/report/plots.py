@@ -5,8 +5,11 @@ raise ``MissingExtra``, a one-line ``BSQError`` with the install command.
 """
 import json
 import os
+import textwrap
 
+from utils.cli.console import times
 from utils.cli.errors import BSQError
+from utils.report.scheme import finetune_note
 from utils.store.checkpoint import load_checkpoint, read_scheme
 from utils.store.epochlog import read_log
 
@@ -29,6 +32,12 @@ def pyplot():
     return plt
 
 
+def _wrapped(lines, fig):
+    """``lines`` as one caption, each wrapped to the width of ``fig``."""
+    chars = int(fig.get_figwidth() * 12)  # about as many characters of 8-9 pt text as fit
+    return "\n".join(textwrap.fill(line, chars) for line in lines)
+
+
 def _save(fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -36,21 +45,26 @@ def _save(fig, path):
     return path
 
 
-def plot_precision(report, path, title="precision per layer"):
+def precision_figure(report, title="precision per layer"):
     """Bar chart of each quantized tensor's precision, from a ``scheme_dict`` (``scheme.json``).
 
-    Bars are labelled with their share of the model's bits when the report has it.
+    Bars are labelled with their share of the model's bits when the report has it; an empty
+    tensor (every plane zero) is hatched and labelled "empty", and the caption says how it is
+    counted here and in finetune form (``utils.report.scheme.finetune_note``).
     """
     plt = pyplot()
     layers = report["layers"]
     labels = [r["name"] if r["tensor"] == "weight" else f"{r['name']} (bias)" for r in layers]
     bits = [r["bits"] for r in layers]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(layers) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(layers) + 2), 4.6))
     bars = ax.bar(range(len(layers)), bits, color=["tab:blue" if r["tensor"] == "weight"
                                                    else "tab:orange" for r in layers])
     for bar, row in zip(bars, layers):
-        if row.get("share") is not None:
-            top = (bar.get_x() + bar.get_width() / 2, bar.get_height())
+        top = (bar.get_x() + bar.get_width() / 2, bar.get_height())
+        if row.get("empty"):
+            bar.set(facecolor="white", edgecolor="tab:gray", hatch="///")
+            ax.annotate("empty", top, ha="center", va="bottom", fontsize=6, rotation=90)
+        elif row.get("share") is not None:
             ax.annotate(f"{row['share']:.0f}%", top, ha="center", va="bottom", fontsize=6)
     ax.set_xticks(range(len(layers)), labels, rotation=90, fontsize=7)
     ax.set_ylim(0, max(max(bits, default=0), 8) + 1)
@@ -59,43 +73,90 @@ def plot_precision(report, path, title="precision per layer"):
     facts = [f"{totals['avg_bits']:.2f} bits avg" if totals.get("avg_bits") is not None else "",
              f"{totals['compression']:.2f}x" if totals.get("compression") is not None else "",
              f"acc {totals['acc']:.2f}%" if totals.get("acc") is not None else ""]
-    title = ", ".join([title, *filter(None, facts)])
+    lines = [", ".join([title, *filter(None, facts)])]
     if any(r.get("share") is not None for r in layers):
-        title += "\n(bar labels: the tensor's share of the model's bits)"
-    ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+        lines.append("(bar labels: the tensor's share of the model's bits)")
+    empty = [r for r in layers if r.get("empty")]
+    if empty:
+        counted = "at 1 bit per weight, as the release does in bits form" \
+            if any(r["bits"] for r in empty) else "at 0 bits"
+        lines.append(f"hatched: {len(empty)} empty tensors (every plane zero), counted {counted}")
+    finetune = totals.get("finetune_form")
+    if finetune_note(report):
+        lines.append(f"in finetune form (cifar_finetune.py's log.txt, curves.png) they count 0 "
+                     f"bits: {finetune['avg_bits']:.2f} bits avg, "
+                     f"{times(finetune['compression'])}")
+    ax.set_title(_wrapped(lines, fig), fontsize=8)
+    return fig
 
 
-def plot_curves(log, path, requant_epochs=(), final=None, title="training curves"):
+def plot_precision(report, path, title="precision per layer"):
+    """``precision_figure`` as a PNG at ``path``."""
+    return _save(precision_figure(report, title), path)
+
+
+PANELS = ((("test_acc",), "test accuracy (%)", "acc"), (("reg",), "regularizer B/TP", None),
+          (("comp",), "compression (x)", "compression"),
+          (("avg_bits",), "average bits", "avg_bits"))  # (log columns, label, final totals key)
+LOSS_PANEL = (("train_loss", "test_loss"), "loss (train, test)", None)
+
+
+def curves_figure(log, requant_epochs=(), final=None, title="training curves", note=""):
     """Test accuracy, regularizer B/TP, compression and average bits against epoch.
 
     ``log``: ``read_log``'s columns. ``requant_epochs``: the number of epochs completed at each
     re-quantization (0 before the first epoch, ..., the last epoch for the one after it), each
     drawn at e + 0.5, between the rows of epochs e and e + 1. ``final``: ``scheme.json``'s
     totals (``acc``, ``compression``, ``avg_bits``) of the final model, a star after the last row.
+    A panel whose column does not change over several epochs (a float run's regularizer,
+    compression and bits; a finetune run's scheme) is left out and its value given in the
+    caption, with the loss panel in its place; a run of one or two epochs shows each value.
+    ``note``: a last line of the caption.
     """
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
-    panels = (("test_acc", "test accuracy (%)", "acc"), ("reg", "regularizer B/TP", None),
-              ("comp", "compression (x)", "compression"), ("avg_bits", "average bits", "avg_bits"))
-    fig, axes = plt.subplots(2, 2, figsize=(9, 6), sharex=True)
     epochs = log["epoch"]
-    for ax, (column, label, final_key) in zip(axes.flat, panels):
-        ax.plot(epochs, log[column], marker="o" if len(epochs) < 30 else None, ms=3)
-        for i, e in enumerate(requant_epochs):
+    constant = [p for p in PANELS[1:] if len(epochs) > 1 and len(set(log[p[0][0]])) == 1]
+    panels = [p for p in PANELS if p not in constant]
+    if constant:
+        panels.append(LOSS_PANEL)
+    rows = (len(panels) + 1) // 2
+    fig, axes = plt.subplots(rows, 2 if len(panels) > 1 else 1, figsize=(9, 1.2 + 2.8 * rows),
+                             squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for i, (ax, (columns, label, final_key)) in enumerate(zip(axes.flat, panels)):
+        for column in columns:
+            ax.plot(epochs, log[column], marker="o" if len(epochs) < 30 else None, ms=3,
+                    label=column.replace("_", " ") if len(columns) > 1 else None)
+            if len(epochs) < 3:
+                for x, y in zip(epochs, log[column]):
+                    ax.annotate(f"{y:.4g}", (x, y), textcoords="offset points", xytext=(5, 3),
+                                fontsize=7)
+        for k, e in enumerate(requant_epochs):
             ax.axvline(e + 0.5, color="tab:red", ls="--", lw=0.8,
-                       label="re-quantization" if i == 0 else None)
+                       label="re-quantization" if k == 0 else None)
         if final and final_key and final.get(final_key) is not None:
             ax.plot([epochs[-1] + 0.5], [final[final_key]], "r*", ms=9, label="final model")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    for ax in axes[1]:
+        ax.set_xlim(epochs[0] - 1, epochs[-1] + 1)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if axes[0, 0].get_legend_handles_labels()[0]:
-        axes[0, 0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+        if (i == 0 or len(columns) > 1) and ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)  # the first panel's, and the loss panel's two series
+    caption = [title, f"{len(epochs)} epoch{'s' if len(epochs) > 1 else ''}"]
+    if constant:
+        caption.append("constant over the run: " + ", ".join(
+            f"{label.split(' (')[0]} {log[columns[0]][0]:.4g}" for columns, label, _ in constant))
+    fig.suptitle(_wrapped([", ".join(caption[:2]), *caption[2:], *filter(None, [note])], fig),
+                 fontsize=9)
+    return fig
+
+
+def plot_curves(log, path, requant_epochs=(), final=None, title="training curves", note=""):
+    """``curves_figure`` as a PNG at ``path``."""
+    return _save(curves_figure(log, requant_epochs, final, title, note), path)
 
 
 def plot_tradeoff(rows, path, float_acc=None, title="accuracy vs compression"):
@@ -137,10 +198,22 @@ def _read_json(path):
         raise BSQError(f"{path} is not valid JSON ({e}): rewrite it or remove it") from None
 
 
-def _run_args(folder):
-    """The ``args`` a checkpoint in ``folder`` was trained with, or {}."""
+def _run_checkpoint(folder):
+    """The ``checkpoint.pth.tar`` of ``folder`` (its ``args``: the run's flags; its ``arch``:
+    the form it trained), or {}."""
     path = os.path.join(folder, "checkpoint.pth.tar")
-    return (load_checkpoint(path).get("args") or {}) if os.path.isfile(path) else {}
+    return load_checkpoint(path) if os.path.isfile(path) else {}
+
+
+def _finetune_caption(report):
+    """What a finetune run's curves count differently from its ``scheme.json`` (``report``), or
+    "" when they count the same."""
+    if not report or not finetune_note(report):
+        return ""
+    totals = report["totals"]
+    return (f"compression and bits in finetune form: an empty tensor counts 0 bits; scheme.json "
+            f"and precision.png count it at 1 bit, as the release does in bits form: "
+            f"{totals['avg_bits']:.3f} bits, {times(totals['compression'])}")
 
 
 def _scheme_report(folder):
@@ -185,13 +258,16 @@ def _plot_folder(folder, out):
     log_path = os.path.join(folder, "log.txt")
     log = read_log(log_path) if os.path.isfile(log_path) else {"epoch": []}
     if log["epoch"]:
-        interval, last = _run_args(folder).get("Prun_Int"), log["epoch"][-1]
+        ckpt = _run_checkpoint(folder)
+        interval, last = (ckpt.get("args") or {}).get("Prun_Int"), log["epoch"][-1]
         requant, final = [], None
         if interval:
             requant = [*range(0, last, interval), last]
             final = (report or {}).get("totals")
+        finetune = (ckpt.get("arch") or {}).get("form") == "finetune"
         written.append(plot_curves(log, os.path.join(out, "curves.png"), requant, final,
-                                   f"{name}: training curves"))
+                                   f"{name}: training curves",
+                                   _finetune_caption(report) if finetune else ""))
     sweep_path = os.path.join(folder, "sweep.json")
     if os.path.isfile(sweep_path):
         sweep = _read_json(sweep_path)

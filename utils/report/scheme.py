@@ -1,39 +1,75 @@
 """The scheme report: per quantized tensor its precision, share of the bits and ones per plane,
-then the model's totals; as text (``scheme_report``) and as data (``scheme.json``)."""
+then the model's totals; as text (``scheme_report``) and as data (``scheme.json``).
+
+An empty tensor (every bit plane zero) is marked. The release counts it at 1 bit per weight in
+bits form (this report, ``scheme.json``) and at 0 bits in finetune form (``cifar_finetune.py``'s
+``log.txt``; README, "What --corrected changes", row 3), so where that changes the compression
+the report gives both and says which is which (``finetune_note``).
+"""
 from utils.cli.console import times
 from utils.quant.bits import FLOAT_BITS
 from utils.store.files import write_json
 from utils.train.distributed import is_main
+
+FINETUNE_SOURCES = "cifar_finetune.py's log.txt, curves.png, TensorBoard's epoch rows"
+BITS_SOURCES = "this report, scheme.json, precision.png, the final JSON line"
 
 
 def scheme_dict(model, acc=None):
     """The scheme report as data, the content of ``scheme.json``.
 
     ``layers``: one entry per quantized tensor, in module order: ``name``, ``tensor``
-    (``"weight"`` or ``"bias"``), ``shape``, ``bits`` (its precision N), ``share`` (percent of TB)
-    and ``ones`` (percent of nonzero bits ``p_i - n_i`` per plane, MSB first; None unless the
-    model is in bits form). ``totals``: ``TP``, ``TB``, ``avg_bits`` (TB/TP), ``compression``
-    (32 TP/TB; null when TB is 0) and ``acc`` (the test accuracy given, or None). ``scheme``: the
-    release's ``Nbit_dict``. A float model counts 32 bits per weight, as ``model.size()`` does.
+    (``"weight"`` or ``"bias"``), ``shape``, ``bits`` (its precision N), ``share`` (percent of TB),
+    ``ones`` (percent of nonzero bits ``p_i - n_i`` per plane, MSB first; None unless the
+    model is in bits form) and ``empty`` (every plane zero: the tensor is all zero). ``totals``:
+    ``TP``, ``TB``, ``avg_bits`` (TB/TP), ``compression`` (32 TP/TB; null when TB is 0), ``acc``
+    (the test accuracy given, or None), ``empty`` (the number of empty tensors) and
+    ``finetune_form``: ``TB``, ``avg_bits`` and ``compression`` as finetune form counts them,
+    where the release puts an empty 1-bit tensor at precision 0 (null for a float model).
+    ``scheme``: the release's ``Nbit_dict``. A float model counts 32 bits per weight, as
+    ``model.size()`` does.
     """
     total, bits = model.size()
-    layers = []
+    layers, finetune_bits = [], 0
     for name, m in model.quant_layers():
         for slot, (numel, nbits) in zip(m.slots, m.sizes()):
+            empty = m.form != "float" and not bool(m.code(slot).any())
             nbits = FLOAT_BITS if m.form == "float" else nbits
+            finetune_bits += 0 if empty and nbits == 1 and m.form == "bits" else numel * nbits
             layers.append({"name": name, "tensor": slot, "shape": list(m.shapes[slot]),
                            "bits": nbits, "share": 100 * numel * nbits / bits if bits else 0.0,
-                           "ones": m.plane_ones(slot) if m.form == "bits" else None})
+                           "ones": m.plane_ones(slot) if m.form == "bits" else None,
+                           "empty": empty})
+    finetune = None if model.form == "float" else {
+        "TB": finetune_bits, "avg_bits": finetune_bits / total,
+        "compression": FLOAT_BITS * total / finetune_bits if finetune_bits else float("inf")}
     return {"layers": layers,
             "totals": {"TP": total, "TB": bits, "avg_bits": bits / total,
-                       "compression": model.compression(), "acc": acc},
+                       "compression": model.compression(), "acc": acc,
+                       "empty": sum(row["empty"] for row in layers), "finetune_form": finetune},
             "scheme": model.scheme() if model.form != "float" else None}
+
+
+def finetune_note(report):
+    """Why finetune form counts fewer bits than ``report`` (a ``scheme_dict``), naming where each
+    figure is shown; "" when both count the same."""
+    totals = report.get("totals") or {}
+    finetune = totals.get("finetune_form")
+    if not finetune or finetune["TB"] == totals["TB"]:
+        return ""
+    zeroed = sum(1 for row in report["layers"] if row.get("empty") and row["bits"] == 1)
+    return (f"the {zeroed} empty tensors count 1 bit per weight here, as the release counts them "
+            f"in bits form ({BITS_SOURCES}); in finetune form they count 0 bits: "
+            f"{finetune['avg_bits']:.3f} bits per weight, compression "
+            f"{times(finetune['compression'])} ({FINETUNE_SOURCES}; README, \"What --corrected "
+            "changes\", row 3)")
 
 
 def scheme_report(model, acc=None):
     """Per quantized tensor: shape, precision, percentage of ones per plane (MSB first), and the
-    tensor's share of the model's bits; then TP, TB, average bits, compression and, when ``acc``
-    is given, the test accuracy. The text form of ``scheme_dict``."""
+    tensor's share of the model's bits, an empty tensor marked; then TP, TB, average bits,
+    compression and, when ``acc`` is given, the test accuracy; then ``finetune_note``. The text
+    form of ``scheme_dict``."""
     report = scheme_dict(model, acc)
     rows = [(row["name"] if row["tensor"] == "weight" else f"{row['name']} (bias)",
              "x".join(str(d) for d in row["shape"]), row) for row in report["layers"]]
@@ -42,12 +78,15 @@ def scheme_report(model, acc=None):
              "first (%)"]
     for label, shape, row in rows:
         ones = "-" if row["ones"] is None else " ".join(f"{v:5.1f}" for v in row["ones"])
-        lines.append(f"{label:<{wide}} {shape:<18} {row['bits']:>4} {row['share']:5.1f}%  {ones}")
+        mark = "  empty: every plane zero" if row["empty"] else ""
+        lines.append(f"{label:<{wide}} {shape:<18} {row['bits']:>4} {row['share']:5.1f}%  "
+                     f"{ones}{mark}".rstrip())
     totals = report["totals"]
     line = (f"TP {totals['TP']} weights, TB {totals['TB']} bits, {totals['avg_bits']:.3f} bits per "
             f"weight, compression {times(totals['compression'])}")
     lines.append(line if acc is None else f"{line}, test accuracy {acc:.2f}%")
-    return "\n".join(lines)
+    note = finetune_note(report)
+    return "\n".join([*lines, note[0].upper() + note[1:]] if note else lines)
 
 
 def write_scheme_json(model, path, acc=None):

@@ -1,18 +1,21 @@
 """A run's ``--checkpoint`` folder: checked before any work, held by one run at a time.
 
-``check_run`` (before any work, writes nothing) refuses a folder that holds another run, unless
-``--overwrite`` is given or ``--resume`` continues that run, and checks a ``--resume``: the
-checkpoint is readable, its run's flags are this command's, its ``log.txt`` can be continued.
-``open_run`` (right before the first write) creates the folder, takes its lock (a second run on
-the same folder is refused with the PID of the first), removes the temporary files of a killed
-save and, with ``--overwrite``, the earlier run's files.
+``check_run`` (before any work: before a model or the data is loaded) takes the lock of a folder
+that exists, so that a second run on it is refused at once with the PID of the first; refuses a
+folder that holds another run, unless ``--overwrite`` is given or ``--resume`` continues that run;
+and checks a ``--resume``: the checkpoint is readable, its run's flags are this command's, its
+``log.txt`` can be continued. ``open_run`` (right before the first write) creates the folder,
+takes its lock if it is not held yet, removes the temporary files of a killed save and, with
+``--overwrite``, the earlier run's files. The lock is a ``.lock`` file held with ``flock``; it
+goes when the run ends, however it ends, so a run that fails before its first write leaves the
+folder as it was.
 """
 import contextlib
 import errno
 import fcntl
 import os
 
-from utils.cli.errors import BSQError
+from utils.cli.errors import BSQError, at_exit
 from utils.cli.flags import option
 from utils.store.checkpoint import CheckpointError, load_checkpoint
 from utils.store.epochlog import check_log
@@ -26,6 +29,7 @@ RESUME_FLAGS = ("arch", "depth", "dataset", "act", "loader", "train_batch", "sch
                 "momentum", "wd", "L1", "Prun_Int", "thre", "amp", "model", "manualSeed",
                 "corrected")  # what a resumed run must share with the run it continues
 CHANGEABLE = ("lr", "decay")  # what a resumed run may change (after a non-finite loss)
+_held = {}  # the real path of each folder this process holds -> the descriptor of its lock
 
 
 def _shown(value):
@@ -80,9 +84,12 @@ def check_resume(args, ckpt):
 
 
 def check_run(args):
-    """Before any work: the ``--checkpoint`` folder can take this run; returns the loaded
-    ``--resume`` checkpoint (checked with ``check_resume``), or None."""
+    """Before any work: the ``--checkpoint`` folder can take this run, and is held by it if it
+    exists (``hold``); returns the loaded ``--resume`` checkpoint (checked with
+    ``check_resume``), or None."""
     check_writable(args.checkpoint)
+    if os.path.isdir(args.checkpoint) and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0
+        hold(args.checkpoint)
     resume = None
     if getattr(args, "resume", ""):
         resume = load_checkpoint(args.resume)
@@ -90,10 +97,42 @@ def check_run(args):
     held = [name for name in RUN_FILES if os.path.exists(os.path.join(args.checkpoint, name))]
     if held and not args.overwrite and not _resuming_into(args):
         ckpt = os.path.join(args.checkpoint, "checkpoint.pth.tar")
-        raise BSQError(f"--checkpoint {args.checkpoint} already holds a run ({held[0]}): continue "
-                       f"it with --resume {ckpt}, replace it with --overwrite, or pick another "
-                       "folder")
+        continued = f"continue it with --resume {ckpt}, " if hasattr(args, "resume") else ""
+        raise BSQError(f"--checkpoint {args.checkpoint} already holds a run ({held[0]}): "
+                       f"{continued}replace it with --overwrite, or pick another folder")
     return resume
+
+
+def hold(folder):
+    """Take the lock of the existing ``folder`` until ``release(folder)`` or the end of
+    ``run_main``; refused (``BSQError`` with its PID) while another run holds it."""
+    key = os.path.realpath(folder)
+    if key in _held:
+        return
+    path = os.path.join(folder, LOCK)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        pid = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise
+        raise BSQError(f"--checkpoint {folder} is in use by another run (PID {pid}): wait for "
+                       "it to end, or pick another folder") from None
+    _held[key] = fd
+    at_exit(release, folder)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+
+
+def release(folder):
+    """Let go of ``folder``'s lock, if this process holds it: its ``.lock`` file goes."""
+    fd = _held.pop(os.path.realpath(folder), None)
+    if fd is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(folder, LOCK))
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -104,30 +143,16 @@ def open_run(args):
         return
     folder = args.checkpoint
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, LOCK)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    hold(folder)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
-            pid = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            raise BSQError(f"--checkpoint {folder} is in use by another run (PID {pid}): wait for "
-                           "it to end, or pick another folder") from None
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            remove_stale_temps(folder)
-            if args.overwrite and not _resuming_into(args):
-                for name in RUN_FILES:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(folder, name))
-            yield
-        finally:
-            os.unlink(path)
+        remove_stale_temps(folder)
+        if args.overwrite and not _resuming_into(args):
+            for name in RUN_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+        yield
     finally:
-        os.close(fd)
+        release(folder)
 
 
 def interrupted(args):
