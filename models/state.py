@@ -54,7 +54,8 @@ def load_model_state(model, ckpt, path="", partial=False):
     that the file lacks keep their initial value, as the release's convert.py merges states, so
     that a ReLU6 model becomes a PACT one (``--act 1..3``). Raises ``CheckpointError`` naming
     what does not fit: the architecture or one of its flags, the class count, the activation
-    mode, or the first tensor whose name or shape differs.
+    mode (and, for a bit model loaded whole, the ``--act`` its file records), or the first tensor
+    whose name or shape differs.
     """
     state = without_foreign_keys(strip_prefix(ckpt["state_dict"]), model.arch_spec["arch"])
     check_architecture(model, ckpt, state, path)
@@ -65,6 +66,10 @@ def load_model_state(model, ckpt, path="", partial=False):
                               f"activations, this run uses --act {model.arch_spec['act']}: pass "
                               f"--act {wanted}")
     form = state_form(state)
+    recorded_act = (ckpt.get("arch") or {}).get("act")
+    if form != "float" and not partial and recorded_act not in (None, model.arch_spec["act"]):
+        raise CheckpointError(f"checkpoint {path} was trained with --act {recorded_act}, this run "
+                              f"uses --act {model.arch_spec['act']}: pass --act {recorded_act}")
     scheme = read_scheme(ckpt)
     if form == "finetune" and scheme is None:
         raise CheckpointError(f"checkpoint {path} is a finetune model without Nbit_dict")

@@ -162,9 +162,14 @@ CASES = [  # (script, arguments, words the one line must contain)
     ("cifar_prune_STE.py", f"--data-root empty {WRITE}", "holds no images"),
     ("cifar_prune_STE.py", "--checkpoint afile/sub", "is a file, not a folder"),
     ("cifar_prune_STE.py", f"--model float8.pth.tar --bin {WRITE}", "drop --bin"),
+    ("cifar_prune_STE.py", f"--model bits8.pth.tar --bin --act 0 {WRITE}", "pass --act 4"),
+    ("cifar_finetune.py", "--model bits8.pth.tar --bin --act 8 --evaluate", "pass --act 4"),
     ("cifar_prune_STE.py", "--lr 1e30 --decay 1e30 --L1 --bin --resume "
                            "protected/checkpoint.pth.tar --checkpoint protected",
-     "training loss became non-finite"),
+     "--resume protected/checkpoint.pth.tar"),
+    # no epoch saved yet: the advice is to run again, and the new folder does not stay behind
+    ("cifar_prune_STE.py", "--lr 1e30 --decay 1e30 --L1 --model bits8.pth.tar --bin "
+                           "--checkpoint fresh", "run again: no epoch had finished"),
     ("cifar_train.py", f"--model bits8.pth.tar {WRITE}", "cifar_finetune.py"),
     ("cifar_train.py", "--lr 0 --resume negvar/checkpoint.pth.tar --checkpoint negvar",
      "test loss became non-finite"),

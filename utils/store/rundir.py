@@ -137,11 +137,13 @@ def release(folder):
 
 @contextlib.contextmanager
 def open_run(args):
-    """Create and hold ``--checkpoint`` for the duration of the block (rank 0 under torchrun)."""
+    """Create and hold ``--checkpoint`` for the duration of the block (rank 0 under torchrun);
+    a folder it created that is still empty when the block fails is removed."""
     if not is_main():
         yield
         return
     folder = args.checkpoint
+    created = not os.path.isdir(folder)
     os.makedirs(folder, exist_ok=True)
     hold(folder)
     try:
@@ -151,6 +153,12 @@ def open_run(args):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(folder, name))
         yield
+    except BaseException:
+        release(folder)
+        if created:  # a run that failed before writing anything leaves no folder behind
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        raise
     finally:
         release(folder)
 

@@ -22,7 +22,8 @@ from utils.train.cudagraphs import CUDAGraphStep
 
 
 class NonFiniteLoss(BSQError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite; ``fit`` adds what to do, which depends on whether an
+    epoch was saved."""
 
 
 @dataclass(frozen=True)
@@ -171,8 +172,7 @@ def train_one_epoch(model, loader, step, progress=None):
     ce_sum, acc_sum, count = distributed.all_reduce_(totals).tolist()
     reg = reg.item()
     if not math.isfinite(ce_sum + reg):
-        raise NonFiniteLoss("the training loss became non-finite: lower --lr (or --decay) and "
-                            "--resume; the last good checkpoint is kept")
+        raise NonFiniteLoss("the training loss became non-finite")
     return {"loss": ce_sum / count, "reg": reg, "acc": acc_sum / count}
 
 

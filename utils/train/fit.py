@@ -68,6 +68,16 @@ def restore_training_state(optimizer, ckpt):
                               f"run ({type(e).__name__}): resume with the same flags") from None
 
 
+def non_finite_advice(folder):
+    """What to do after a non-finite loss: resume from the last saved epoch with a lower --lr or
+    --decay, or, when no epoch was saved yet, run again with them."""
+    path = os.path.join(folder, "checkpoint.pth.tar")
+    if os.path.exists(path):
+        return (f"lower --lr (or --decay) and --resume {path}; that checkpoint, the last good "
+                "epoch, is kept")
+    return "lower --lr (or --decay) and run again: no epoch had finished, so nothing was saved"
+
+
 def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), decay=0.0,
         clamp=True, before_epoch=None, resume=None, start_epoch=0, best_acc=0.0,
         progress_every=60.0, record=None, board=NO_BOARD):
@@ -113,13 +123,16 @@ def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), de
         train_loader.set_epoch(epoch)
         start = time.perf_counter()
         progress.begin(epoch, len(train_loader))
-        train = train_one_epoch(model, train_loader, train_step, progress)
+        try:
+            train = train_one_epoch(model, train_loader, train_step, progress)
+        except NonFiniteLoss as e:
+            raise NonFiniteLoss(f"{e} in epoch {epoch + 1}: {non_finite_advice(folder)}") from None
         progress.end()
         distributed.broadcast_(model)  # rank 0's BatchNorm statistics everywhere
         test = evaluate(model, test_loader, step=test_step)
         if not math.isfinite(test["loss"]):
-            raise NonFiniteLoss("the test loss became non-finite: lower --lr (or --decay); the "
-                                "last good checkpoint is kept")
+            raise NonFiniteLoss(f"the test loss became non-finite after epoch {epoch + 1}: "
+                                f"{non_finite_advice(folder)}")
         seconds = time.perf_counter() - start
         is_best = test["acc"] > best_acc
         best_acc = max(best_acc, test["acc"])
