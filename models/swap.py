@@ -7,9 +7,11 @@ so that a subclass with its own forward is left alone) by ``BitConv2d.from_conv`
 they are; include and exclude rules select layers by name pattern (``fnmatch``) and by type.
 
 ``quantize_activations_`` gives every call site of a ReLU or ReLU6 (a module, ``F.relu``,
-``torch.relu``, ``F.relu6``, ``x.relu()``) its own quantizer, **except the first in the forward
-pass, the stem's**: the rule of the release's ResNet, whose stem ReLU is plain, written here once
-for every network. It finds the call sites with ``torch.fx`` (bit layers and quantizers are
+``torch.relu``, ``F.relu6``, ``x.relu()``) its own quantizer, **except the stem's**: the first
+activation call site of the forward pass, of any kind, is the stem's, and stays float when it is
+a ReLU or ReLU6 (the rule of the release's ResNet, whose stem ReLU is plain, written here once
+for every network); when the stem's activation is another kind (SiLU, Hardswish), every ReLU and
+ReLU6 gets a quantizer. It finds the call sites with ``torch.fx`` (bit layers and quantizers are
 leaves), in train and in eval mode. A quantizer replaces the activation it stands for:
 
 - an activation module called once is replaced in place by its quantizer, under its own name
@@ -41,6 +43,13 @@ SWAPS = {nn.Conv2d: BitConv2d.from_conv, nn.Linear: BitLinear.from_linear}
 ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6)
 ACTIVATION_FUNCTIONS = (F.relu, F.relu6, torch.relu, torch.relu_, F.relu_)
 ACTIVATION_METHODS = ("relu", "relu_")
+# Activations BSQ leaves float; the first call site of any activation is the stem's
+OTHER_MODULES = (nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.Sigmoid, nn.Tanh, nn.ELU,
+                 nn.LeakyReLU, nn.PReLU, nn.SELU, nn.CELU, nn.Mish, nn.Softplus, nn.Hardtanh)
+OTHER_FUNCTIONS = (F.silu, F.hardswish, F.hardsigmoid, F.gelu, torch.sigmoid, F.sigmoid,
+                   torch.tanh, F.tanh, F.elu, F.leaky_relu, F.prelu, F.selu, F.celu, F.mish,
+                   F.softplus, F.hardtanh)
+OTHER_METHODS = ("sigmoid", "tanh", "sigmoid_", "tanh_")
 FUNCTIONAL_SITES = "act"  # the ModuleDict holding a module's functional call sites' quantizers
 
 
@@ -65,7 +74,7 @@ def to_bit_layers_(net, *, include=("*",), exclude=(), types=tuple(SWAPS), nbits
 
 
 def quantize_activations_(net, quantizer):
-    """Give each activation call site of ``net`` but the first its own ``quantizer()`` (see the
+    """Give each ReLU/ReLU6 call site of ``net`` but the stem's its own ``quantizer()`` (see the
     module docstring); ``net`` is changed in place. Returns the forward function the network
     needs now (``forward(self, *inputs)``), or None when its own forward still holds."""
     graphs = {mode: trace(net, mode) for mode in (True, False)}
@@ -73,7 +82,8 @@ def quantize_activations_(net, quantizer):
     order = [key for key, _ in sites[True]] + [key for key, _ in sites[False]]
     if not order:
         return None
-    stem = order[0]
+    mode = bool(sites[True])  # the train graph's sites, unless only eval mode has any
+    stem = order[0] if _first_activation(graphs[mode], net) is sites[mode][0][1] else None
     calls = {}  # module name -> number of calls (max over the modes)
     for mode in graphs:
         for (kind, path, _), _ in sites[mode]:
@@ -154,6 +164,19 @@ def _sites(graph, net):
         counts[key] = index + 1
         found.append(((*key, index), node))
     return found
+
+
+def _first_activation(graph, net):
+    """The first node of ``graph`` that calls an activation of any kind (None if none does)."""
+    for node in graph.nodes:
+        if node.op == "call_module" and isinstance(net.get_submodule(node.target),
+                                                   ACTIVATION_MODULES + OTHER_MODULES):
+            return node
+        if ((node.op == "call_function" and node.target in ACTIVATION_FUNCTIONS + OTHER_FUNCTIONS)
+                or (node.op == "call_method"
+                    and node.target in ACTIVATION_METHODS + OTHER_METHODS)):
+            return node
+    return None
 
 
 def _count(sites, path):

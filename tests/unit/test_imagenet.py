@@ -240,6 +240,17 @@ def test_inception_v3_leaves_its_auxiliary_classifier_out_and_steps(tmp_path):
     stepped(quantized, x)
 
 
+def test_mobilenet_v3_small_quantizes_every_relu_after_its_hardswish_stem():
+    """The stem rule takes the first activation of any kind: MobileNetV3's is a Hardswish, which
+    stays float, so every ReLU call site gets a quantizer, the first block's included."""
+    model = build_model("mobilenet_v3_small", num_classes=3, act=4)
+    quantizers = [n for n, m in model.named_modules() if type(m).__name__ == "ActQuantizer"]
+    relus = [n for n, m in torchvision.models.mobilenet_v3_small().named_modules()
+             if isinstance(m, torch.nn.ReLU)]
+    assert "features.1.block.0.2" in relus and quantizers == relus
+    stepped(model, torch.randn(4, 3, 32, 32))
+
+
 def test_mobilenet_v2_is_swapped_with_a_quantizer_per_relu6_but_the_stems_and_steps():
     model = build_model("mobilenet_v2", num_classes=3, act=4)
     quantizers = [n for n, m in model.named_modules() if type(m).__name__ == "ActQuantizer"]
