@@ -48,10 +48,11 @@ def alphas(model):
 
 
 def tested(model, loader, what):
-    """The test accuracy of ``model``, printed as the accuracy of ``what``."""
-    acc = evaluate(model, loader)["acc"]
-    print(f"{what}: test accuracy {acc:.2f}%")
-    return acc
+    """The test accuracy and top-5 of ``model`` (``evaluate``'s dict), printed as those of
+    ``what``."""
+    test = evaluate(model, loader)
+    print(f"{what}: test accuracy {test['acc']:.2f}%, top-5 {test['acc5']:.2f}%")
+    return test
 
 
 def to_finetune(model, args, ckpt, loader):
@@ -68,7 +69,7 @@ def to_finetune(model, args, ckpt, loader):
         print(scheme_report(model))
     model.to_finetune_()
     return tested(model, loader, f"in finetune form, {model.avg_bits():.3f} bits per weight "
-                                 f"({times(model.compression())})")
+                                 f"({times(model.compression())})")["acc"]
 
 
 def result(folder, epoch, accs, recorded, corrections):
@@ -133,16 +134,19 @@ def main(args):
                              record=args, board=board)
         best, best_ckpt = load_model(os.path.join(folder, "model_best.pth.tar"), **config)
         best.to(run.device)
-        best_form_acc = tested(best, run.test_loader, f"best model, epoch {best_ckpt['epoch']}")
+        best_form_acc = tested(best, run.test_loader,
+                               f"best model, epoch {best_ckpt['epoch']}")["acc"]
         last_acc = last["acc"] if last["acc"] is not None else run.resume.get("acc")
         best.to_bits_()
-        acc = tested(best, run.test_loader, "best model in bits (best_bin.pth.tar)")
+        test = tested(best, run.test_loader, "best model in bits (best_bin.pth.tar)")
+        acc = test["acc"]
         own = best.corrections.own_acc  # the release records the last epoch's accuracy
         save_checkpoint(checkpoint_state(best, epoch=args.epochs, acc=acc if own else last_acc,
                                          best_acc=best_acc, args=args),
                         os.path.join(folder, "best_bin.pth.tar"))
         floats = copy.deepcopy(best).to_float_()
-        float_acc = tested(floats, run.test_loader, "best model in float (best_float.pth.tar)")
+        float_acc = tested(floats, run.test_loader,
+                           "best model in float (best_float.pth.tar)")["acc"]
         save_checkpoint(checkpoint_state(floats, epoch=args.epochs,
                                          acc=float_acc if own else last_acc, best_acc=best_acc,
                                          args=args, scheme=floats.scheme()),
@@ -152,7 +156,7 @@ def main(args):
     print(result(folder, best_ckpt["epoch"], (best_form_acc, acc, float_acc), last_acc,
                  best.corrections))
     return board.finish(args, summary(best, acc, best_acc,
-                                      os.path.join(folder, "best_bin.pth.tar")))
+                                      os.path.join(folder, "best_bin.pth.tar"), acc5=test["acc5"]))
 
 
 if __name__ == "__main__":
