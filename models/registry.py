@@ -108,6 +108,9 @@ def get_arch(name):
     entry = torchvision_arch(name)
     if entry is not None:
         return entry
+    if name.endswith(".py"):
+        raise ArchError(f"-a {name}: a network of your own is named with the function that "
+                        f"builds it: -a {name}:FACTORY (e.g. -a {name}:net)")
     close = difflib.get_close_matches(name.removeprefix(PREFIX), [*ARCHS, *names()], n=1)
     hint = f"did you mean {close[0]}? " if close else ""
     raise ArchError(f"-a {name} is not an architecture: {hint}use one of {', '.join(ARCHS)}, "

@@ -99,8 +99,11 @@ def blocks_per_stage(depth, block_name="BasicBlock"):
     name, k = BLOCKS[block_name.lower()]
     if depth < k + 2 or (depth - 2) % k:
         usual = "110" if k == 6 else "164"
+        other = next(((n, j) for n, j in BLOCKS.values() if j != k and depth >= j + 2
+                      and (depth - 2) % j == 0), None)
+        hint = f", or pass --block-name {other[0]} ({other[1]}n+2)" if other else ""
         raise ValueError(f"--depth {depth} is not {k}n+2, which -a preresnet with --block-name "
-                         f"{name} needs ({k + 2}, {2 * k + 2}, ..., e.g. {usual})")
+                         f"{name} needs ({k + 2}, {2 * k + 2}, ..., e.g. {usual}){hint}")
     return (depth - 2) // k
 
 

@@ -154,6 +154,8 @@ CASES = [  # (script, arguments, words the one line must contain)
     ("cifar_prune_STE.py", f"--Prun_Int -1 {WRITE}", "--Prun_Int: -1"),
     ("cifar_prune_STE.py", f"-a vgg19bn {WRITE}", "did you mean vgg19_bn?"),
     ("cifar_prune_STE.py", f"-a nowhere.py:net {WRITE}", "nowhere.py does not exist"),
+    ("cifar_prune_STE.py", f"-a senet.py {WRITE}", "-a senet.py:FACTORY"),
+    ("cifar_prune_STE.py", f"-a preresnet --depth 29 {WRITE}", "--block-name Bottleneck"),
     ("cifar_prune_STE.py", f"--block-name Bottleneck {WRITE}", "use --block-name BasicBlock"),
     ("cifar_prune_STE.py", f"--manualSeed -1 {WRITE}", "--manualSeed: -1"),
     ("cifar_prune_STE.py", f"--schedule 5 -5 {WRITE}", "--schedule: -5"),

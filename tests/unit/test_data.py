@@ -328,3 +328,21 @@ def test_build_loaders(loader, cifar100_root):
 def test_unknown_loader_is_a_data_error(cifar10_root):
     with pytest.raises(DataError, match="--loader"):
         build_loaders("cifar10", cifar10_root, 64, 64, "cpu", loader="dali")
+
+
+def test_more_workers_than_cores_is_taken_without_torchs_warning(cifar10_root, monkeypatch):
+    """-j above the machine's cores (the release's default 4 on 2 cores) runs as asked, quietly."""
+    import argparse
+    import warnings
+
+    from utils.cli.setup import loaders
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    args = argparse.Namespace(dataset="cifar10", data_root=str(cifar10_root), train_batch=48,
+                              test_batch=30, loader="release", workers=2, manualSeed=0,
+                              train_crop_size=None, val_resize_size=None, val_crop_size=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train, _ = loaders(args, torch.device("cpu"))
+        next(iter(train))
+    assert train.loader.num_workers == 2
+    assert not [w for w in caught if "worker" in str(w.message)]

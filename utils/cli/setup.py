@@ -2,6 +2,7 @@
 checks that tie the flags to the device and to the checkpoint given."""
 import os
 import random
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -75,7 +76,12 @@ def speed(args, device):
 
 
 def loaders(args, device):
-    """The train and test loaders the flags describe, on ``device``."""
+    """The train and test loaders the flags describe, on ``device``.
+
+    ``-j`` is taken as given, also above the machine's cores (the release's default 4 included:
+    the workers' seeds set the batches of ``--loader release``), without torch's two-line
+    warning about it at every epoch."""
+    warnings.filterwarnings("ignore", message=r"This DataLoader will create \d+ worker")
     rank, world_size = distributed.world()
     return build_loaders(args.dataset, args.data_root, getattr(args, "train_batch", 1),
                          args.test_batch, device, args.loader, args.workers,
