@@ -20,6 +20,7 @@ from utils.cli.console import summary, times
 from utils.cli.errors import BSQError, run_main
 from utils.cli.flags import Parser, add_bit_flags, add_corrected_flag, add_training_flags
 from utils.cli.setup import check_form, check_resumed_form, prepare
+from utils.data import image_shapes
 from utils.release import RELEASE_CHECKPOINT, RELEASE_DEFAULTS
 from utils.report.board import open_board
 from utils.report.scheme import scheme_report, write_scheme_json
@@ -100,7 +101,8 @@ def main(args):
         raise BSQError("cifar_finetune.py needs --model (or --resume): the checkpoint to use")
     config = model_config(args)
     run = prepare(args, writes=not args.evaluate)
-    model, ckpt = load_model(args.resume or args.model, run.resume, **config)
+    model, ckpt = load_model(args.resume or args.model, run.resume, inputs=image_shapes(args),
+                             **config)
     check_resumed_form(model, args, "finetune")
     if run.resume is None:
         check_form(model, args, args.model)

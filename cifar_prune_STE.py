@@ -22,6 +22,7 @@ from utils.cli.flags import (
     add_training_flags,
 )
 from utils.cli.setup import check_form, check_resumed_form, prepare
+from utils.data import image_shapes
 from utils.release import RELEASE_CHECKPOINT, RELEASE_DEFAULTS
 from utils.report.board import open_board
 from utils.report.scheme import scheme_report, write_scheme_json
@@ -48,7 +49,8 @@ def get_args_parser(add_help=True):
 def main(args):
     config = model_config(args)
     run = prepare(args, writes=not args.evaluate)
-    model, ckpt = load_model(args.resume or args.model, run.resume, **config)
+    model, ckpt = load_model(args.resume or args.model, run.resume, inputs=image_shapes(args),
+                             **config)
     check_resumed_form(model, args, "bits")
     if run.resume is None and args.model:
         check_form(model, args, args.model)

@@ -13,6 +13,7 @@ from utils.cli.console import summary
 from utils.cli.errors import BSQError, run_main
 from utils.cli.flags import Parser, add_training_flags
 from utils.cli.setup import prepare
+from utils.data import image_shapes
 from utils.recipe import RECIPE
 from utils.report.board import open_board
 from utils.store.rundir import interrupted, open_run
@@ -42,7 +43,8 @@ def main(args):
     if args.checkpoint == NAMED_CHECKPOINT:
         args.checkpoint = named_checkpoint(args)
     run = prepare(args, writes=not args.evaluate)
-    model, _ = load_model(args.resume or args.model, run.resume, **config)
+    model, _ = load_model(args.resume or args.model, run.resume, inputs=image_shapes(args),
+                          **config)
     if model.form != "float":
         raise BSQError(f"{args.resume or args.model} is a {model.form} model; cifar_train.py "
                        "trains float models (use cifar_finetune.py)")

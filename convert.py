@@ -22,6 +22,7 @@ from utils.cli.flags import (
     add_run_flags,
 )
 from utils.cli.setup import prepare
+from utils.data import image_shapes
 from utils.release import RELEASE_CHECKPOINT, RELEASE_DEFAULTS, add_unused_flags
 from utils.report.scheme import scheme_report
 from utils.store.checkpoint import checkpoint_state, load_checkpoint, read_scheme, save_checkpoint
@@ -50,7 +51,7 @@ def main(args):
         raise BSQError("convert.py needs --model: the float checkpoint to convert")
     config = model_config(args)
     run = prepare(args)
-    model, ckpt = load_model(args.model, partial=True, **config)
+    model, ckpt = load_model(args.model, partial=True, inputs=image_shapes(args), **config)
     if model.form != "float":
         raise BSQError(f"--model {args.model} is already a {model.form} model: give a float one")
     nbits = read_scheme(ckpt) or args.Nbits  # as in the release: a float model's own scheme

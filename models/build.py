@@ -16,6 +16,8 @@ third, ``--act 0`` as PACT clipping without a quantizer, is the release ResNet's
 """
 from dataclasses import replace
 
+import torch
+
 from utils.quant.corrections import RELEASE
 
 from .activation import ActQuantizer
@@ -48,3 +50,32 @@ def build_model(arch="resnet", num_classes=10, act=4, corrections=RELEASE, **fla
         forward = quantize_activations_(net, lambda: ActQuantizer(act))
     spec = {"arch": entry.name, **config, "num_classes": num_classes, "act": act}
     return make_bit_model(net, spec, corrections, entry.release_clamp, forward)
+
+
+def check_network(model, shapes):
+    """One forward pass of a batch of two zero images of each shape ``(C, H, W)`` in ``shapes``,
+    in eval mode and without gradient: the network takes the data's images and gives one logit
+    per class of its ``num_classes``. ``ArchError`` naming the mismatch and the fix. Changes no
+    state and draws no random numbers, so a run is the same with it."""
+    spec, was = model.arch_spec, model.training
+    device = next(model.parameters()).device
+    model.eval()
+    try:
+        for shape in shapes:
+            size = "x".join(str(n) for n in shape[1:])
+            try:
+                with torch.no_grad():
+                    logits = model(torch.zeros(2, *shape, device=device))
+            except (RuntimeError, ValueError, IndexError, TypeError) as e:
+                reason = " ".join(f"{type(e).__name__}: {e}".split())[:160]
+                raise ArchError(f"-a {spec['arch']} cannot run on the data's {size} images "
+                                f"({reason}): pick a network made for them, or the data set "
+                                "(-d) it was made for") from None
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
+            if got != (2, spec["num_classes"]):
+                raise ArchError(f"-a {spec['arch']} gives outputs of shape {got} for 2 images, "
+                                f"not (2, {spec['num_classes']}) for the data's "
+                                f"{spec['num_classes']} classes: build it with num_classes "
+                                "outputs (a factory must use its num_classes argument)")
+    finally:
+        model.train(was)

@@ -12,21 +12,23 @@ from utils.store.checkpoint import (
     strip_prefix,
 )
 
-from .build import build_model
+from .build import build_model, check_network
 from .registry import get_arch
 
 RECORDED = ("arch", "num_classes", "act")  # besides the architecture's own flags
 
 
-def load_model(path=None, checkpoint=None, partial=False, **config):
+def load_model(path=None, checkpoint=None, partial=False, inputs=(), **config):
     """``build_model(**config)`` with the checkpoint at ``path`` (any form, ours or the
     release's) loaded into it; ``checkpoint``: that file already read; ``partial``: see
-    ``load_model_state``. Without ``config``, the network the checkpoint records
-    (``recorded_config``). Without a path, the freshly initialised model. Returns ``(model,
-    checkpoint)``; raises ``CheckpointError``."""
+    ``load_model_state``; ``inputs``: the data's image shapes ``(C, H, W)``, which the network
+    is checked on first (``check_network``). Without ``config``, the network the checkpoint
+    records (``recorded_config``). Without a path, the freshly initialised model. Returns
+    ``(model, checkpoint)``; raises ``CheckpointError`` (``ArchError`` from the check)."""
     if path and checkpoint is None:
         checkpoint = load_checkpoint(path)
     model = build_model(**(config or recorded_config(checkpoint, path)))
+    check_network(model, inputs)
     if not path:
         return model, None
     return load_model_state(model, checkpoint, path, partial), checkpoint

@@ -56,6 +56,12 @@ def world(tmp_path_factory, cifar10_root):
     with open(root / "raw.pth.tar", "wb") as f:
         pickle.dump({"state_dict": {"conv1.weight": [0.0]}}, f)
     malicious_checkpoint(root / "poison.pth.tar", root / "pwned")
+    (root / "bad_nets.py").write_text(
+        "import torch.nn as nn\n\n\n"
+        "def fixed(num_classes=10):  # ignores num_classes\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 7))\n\n\n"
+        "def big(num_classes=10):  # made for 64x64 images\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, num_classes))\n")
     (root / "afile").write_text("")
     (root / "nothing_here").mkdir()
     for name, cut in (("corrupt", 100), ("empty", None)):
@@ -155,6 +161,8 @@ CASES = [  # (script, arguments, words the one line must contain)
     ("cifar_prune_STE.py", f"-a vgg19bn {WRITE}", "did you mean vgg19_bn?"),
     ("cifar_prune_STE.py", f"-a nowhere.py:net {WRITE}", "nowhere.py does not exist"),
     ("cifar_prune_STE.py", f"-a senet.py {WRITE}", "-a senet.py:FACTORY"),
+    ("cifar_train.py", "-a bad_nets.py:fixed --checkpoint fixed", "must use its num_classes"),
+    ("cifar_prune_STE.py", "-a bad_nets.py:big --checkpoint big", "cannot run on the data's 32x32"),
     ("cifar_prune_STE.py", f"-a preresnet --depth 29 {WRITE}", "--block-name Bottleneck"),
     ("cifar_prune_STE.py", f"--block-name Bottleneck {WRITE}", "use --block-name BasicBlock"),
     ("cifar_prune_STE.py", f"--manualSeed -1 {WRITE}", "--manualSeed: -1"),
