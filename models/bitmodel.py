@@ -41,6 +41,19 @@ class BitModel:
         """``"float"``, ``"bits"`` or ``"finetune"``: the form all quantized layers share."""
         return self.quant_layers()[0][1].form
 
+    def activation_report(self):
+        """Each activation call site of the forward pass (train mode), in order: ``{"site",
+        "kind", "bits", "why"}``, ``bits`` the precision of its quantizer or None where it stays
+        float, ``why`` the reason then; [] when the network's activations were left as they are
+        (``--act 0``, or a forward pass that was not traced)."""
+        act = self.arch_spec.get("act", 0)
+        rows = []
+        for row in getattr(self, "activation_sites", None) or []:
+            float_why = row["why"] or (None if act else "--act 0: no quantizer")
+            rows.append({"site": row["site"], "kind": row["kind"],
+                         "bits": None if float_why else act, "why": float_why})
+        return rows
+
     def scheme(self):
         """``{layer_name: [N_weight, N_bias]}``, the release's ``Nbit_dict``."""
         return {name: m.precision() for name, m in self.quant_layers()}

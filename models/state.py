@@ -29,6 +29,12 @@ def load_model(path=None, checkpoint=None, partial=False, inputs=(), **config):
         checkpoint = load_checkpoint(path)
     model = build_model(**(config or recorded_config(checkpoint, path)))
     check_network(model, inputs)
+    act = model.arch_spec["act"]
+    sites = model.activation_report()
+    if inputs and act and not any(row["bits"] for row in sites):
+        kinds = ", ".join(dict.fromkeys(row["kind"] for row in sites)) or "none found"
+        print(f"--act {act} quantizes no activation of -a {model.arch_spec['arch']}: BSQ quantizes "
+              f"ReLU and ReLU6 call sites, and its are {kinds}")
     if not path:
         return model, None
     return load_model_state(model, checkpoint, path, partial), checkpoint

@@ -75,12 +75,16 @@ def to_bit_layers_(net, *, include=("*",), exclude=(), types=tuple(SWAPS), nbits
 
 def quantize_activations_(net, quantizer):
     """Give each ReLU/ReLU6 call site of ``net`` but the stem's its own ``quantizer()`` (see the
-    module docstring); ``net`` is changed in place. Returns the forward function the network
-    needs now (``forward(self, *inputs)``), or None when its own forward still holds."""
+    module docstring); ``net`` is changed in place, and ``net.activation_sites`` lists every
+    activation call site, quantized or not and why (``_activation_report``). Returns the forward
+    function the network needs now (``forward(self, *inputs)``), or None when its own forward
+    still holds."""
     graphs = {mode: trace(net, mode) for mode in (True, False)}
     sites = {mode: _sites(graph, net) for mode, graph in graphs.items()}
     order = [key for key, _ in sites[True]] + [key for key, _ in sites[False]]
+    kinds = {node: _activation_kind(node, net) for node in graphs[True].nodes}  # before swaps
     if not order:
+        net.activation_sites = _activation_report(graphs[True], kinds, [], {}, None)
         return None
     mode = bool(sites[True])  # the train graph's sites, unless only eval mode has any
     stem = order[0] if _first_activation(graphs[mode], net) is sites[mode][0][1] else None
@@ -114,6 +118,7 @@ def quantize_activations_(net, quantizer):
         elif str(index) not in container:
             container[str(index)] = container["0"]
         rewire[key] = f"{holder}.{index}"
+    net.activation_sites = _activation_report(graphs[True], kinds, sites[True], rewire, stem)
     if not rewire:
         return None
     forwards = {mode: _compiled(_rewired(graphs[mode], sites[mode], rewire))
@@ -166,17 +171,51 @@ def _sites(graph, net):
     return found
 
 
+def _activation_kind(node, net):
+    """The name of the activation ``node`` calls, of any kind (``ReLU``, ``silu``, ...), or
+    None."""
+    if node.op == "call_module":
+        module = net.get_submodule(node.target)
+        return type(module).__name__ if isinstance(module, ACTIVATION_MODULES + OTHER_MODULES) \
+            else None
+    if node.op == "call_function" and node.target in ACTIVATION_FUNCTIONS + OTHER_FUNCTIONS:
+        return node.target.__name__
+    if node.op == "call_method" and node.target in ACTIVATION_METHODS + OTHER_METHODS:
+        return node.target
+    return None
+
+
 def _first_activation(graph, net):
     """The first node of ``graph`` that calls an activation of any kind (None if none does)."""
+    return next((node for node in graph.nodes if _activation_kind(node, net)), None)
+
+
+def _activation_report(graph, kinds, sites, rewire, stem):
+    """Each activation call site of ``graph`` (train mode), in order: ``{"site", "kind",
+    "quantized", "why"}``, ``site`` the quantizer's module name where it has one, else the
+    module (and function) that calls it; ``why`` says why a site stays float. ``kinds``: each
+    node's ``_activation_kind``, taken before any module was swapped."""
+    keys = {node: key for key, node in sites}
+    rows = []
     for node in graph.nodes:
-        if node.op == "call_module" and isinstance(net.get_submodule(node.target),
-                                                   ACTIVATION_MODULES + OTHER_MODULES):
-            return node
-        if ((node.op == "call_function" and node.target in ACTIVATION_FUNCTIONS + OTHER_FUNCTIONS)
-                or (node.op == "call_method"
-                    and node.target in ACTIVATION_METHODS + OTHER_METHODS)):
-            return node
-    return None
+        kind = kinds.get(node)
+        if kind is None:
+            continue
+        key = keys.get(node)
+        if node.op == "call_module":
+            where = node.target
+        else:
+            stack = node.meta.get("nn_module_stack") or {}
+            where = f"{next(reversed(stack.values()))[0] if stack else 'forward'} ({kind})"
+        if key is None:
+            rows.append({"site": where, "kind": kind, "quantized": False,
+                         "why": "not a ReLU or ReLU6, which BSQ quantizes"})
+        elif key == stem:
+            rows.append({"site": where, "kind": kind, "quantized": False, "why": "the stem's"})
+        else:
+            rows.append({"site": rewire.get(key, key[1]), "kind": kind, "quantized": True,
+                         "why": None})
+    return rows
 
 
 def _count(sites, path):

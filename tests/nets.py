@@ -1,5 +1,6 @@
 """A researcher's own network, as ``-a tests/nets.py:tiny`` (or ``-a nets:tiny``) would give it:
 the cases the swap must handle besides the release's networks."""
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -29,3 +30,38 @@ class Tiny(nn.Module):
 
 def tiny(num_classes=10):
     return Tiny(num_classes)
+
+
+class SiLUNet(nn.Module):
+    """Only SiLU and a sigmoid gate: activations BSQ leaves float."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.SiLU()
+        self.gate = nn.Conv2d(8, 8, 1)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        x = self.act(self.stem(x))  # (B, 8, 32, 32)
+        x = x * torch.sigmoid(self.gate(x))  # (B, 8, 32, 32), a squeeze-excitation-like gate
+        return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))  # (B, num_classes)
+
+
+def silu_net(num_classes=10):
+    return SiLUNet(num_classes)
+
+
+class SiLUStem(Tiny):
+    """``Tiny`` whose stem activation is a SiLU: every ReLU after it is quantized."""
+
+    def forward(self, x):
+        x = F.silu(self.norm1(self.stem(x)))  # (B, 8, 32, 32), the stem's: float as a SiLU
+        x = self.act(self.norm2(self.depthwise(x)))  # (B, 8, 16, 16)
+        x = F.relu(self.pointwise(x))  # (B, 16, 16, 16)
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)  # (B, 16)
+        return self.head(self.drop(x))  # (B, num_classes)
+
+
+def silu_stem(num_classes=10):
+    return SiLUStem(num_classes)

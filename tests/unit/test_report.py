@@ -50,7 +50,8 @@ def test_text_report_has_every_tensor_and_the_totals():
     model = mixed_model()
     total, bits = model.size()
     lines = scheme_report(model, acc=87.25).splitlines()
-    assert len(lines) == 1 + sum(len(m.slots) for _, m in model.quant_layers()) + 1
+    sites = len(model.activation_report())
+    assert len(lines) == 1 + sum(len(m.slots) for _, m in model.quant_layers()) + 2 + sites + 1
     assert any(line.startswith("fc (bias)") for line in lines)
     assert f"TP {total} weights, TB {bits} bits" in lines[-1]
     assert f"compression {model.compression():.2f}x" in lines[-1]

@@ -26,8 +26,9 @@ def scheme_dict(model, acc=None):
     (the test accuracy given, or None), ``empty`` (the number of empty tensors) and
     ``finetune_form``: ``TB``, ``avg_bits`` and ``compression`` as finetune form counts them,
     where the release puts an empty 1-bit tensor at precision 0 (null for a float model).
-    ``scheme``: the release's ``Nbit_dict``. A float model counts 32 bits per weight, as
-    ``model.size()`` does.
+    ``scheme``: the release's ``Nbit_dict``. ``activations``: each activation call site, its
+    kind and the precision of its quantizer or why it stays float (``activation_report``). A
+    float model counts 32 bits per weight, as ``model.size()`` does.
     """
     total, bits = model.size()
     layers, finetune_bits = [], 0
@@ -43,7 +44,7 @@ def scheme_dict(model, acc=None):
     finetune = None if model.form == "float" else {
         "TB": finetune_bits, "avg_bits": finetune_bits / total,
         "compression": FLOAT_BITS * total / finetune_bits if finetune_bits else float("inf")}
-    return {"layers": layers,
+    return {"layers": layers, "activations": model.activation_report(),
             "totals": {"TP": total, "TB": bits, "avg_bits": bits / total,
                        "compression": model.compression(), "acc": acc,
                        "empty": sum(row["empty"] for row in layers), "finetune_form": finetune},
@@ -67,7 +68,8 @@ def finetune_note(report):
 
 def scheme_report(model, acc=None):
     """Per quantized tensor: shape, precision, percentage of ones per plane (MSB first), and the
-    tensor's share of the model's bits, an empty tensor marked; then TP, TB, average bits,
+    tensor's share of the model's bits, an empty tensor marked; then each activation call site
+    and its quantizer (``activation_lines``); then TP, TB, average bits,
     compression and, when ``acc`` is given, the test accuracy; then ``finetune_note``. The text
     form of ``scheme_dict``."""
     report = scheme_dict(model, acc)
@@ -81,12 +83,28 @@ def scheme_report(model, acc=None):
         mark = "  empty: every plane zero" if row["empty"] else ""
         lines.append(f"{label:<{wide}} {shape:<18} {row['bits']:>4} {row['share']:5.1f}%  "
                      f"{ones}{mark}".rstrip())
+    lines += activation_lines(report["activations"])
     totals = report["totals"]
     line = (f"TP {totals['TP']} weights, TB {totals['TB']} bits, {totals['avg_bits']:.3f} bits per "
             f"weight, compression {times(totals['compression'])}")
     lines.append(line if acc is None else f"{line}, test accuracy {acc:.2f}%")
     note = finetune_note(report)
     return "\n".join([*lines, note[0].upper() + note[1:]] if note else lines)
+
+
+def activation_lines(sites):
+    """The activation call sites of ``activation_report`` as a table: site, kind, and its
+    quantizer's precision or why it stays float."""
+    if not sites:
+        return ["activations: left as the network has them (--act 0)"]
+    quantized = sum(row["bits"] is not None for row in sites)
+    wide = max(len(row["site"]) for row in sites)
+    lines = [f"activations: {quantized} of {len(sites)} call sites quantized",
+             f"{'call site':<{wide}} {'kind':<12} quantizer"]
+    lines += [f"{row['site']:<{wide}} {row['kind']:<12} "
+              + (f"{row['bits']} bits" if row["bits"] is not None else f"float: {row['why']}")
+              for row in sites]
+    return lines
 
 
 def write_scheme_json(model, path, acc=None):
