@@ -346,7 +346,9 @@ def build_graph(model, input_shape=(3, 32, 32), float_weights=False):
     """
     assert model.form != "float", "a float model has no codes to export"
     g = _Graph(float_weights)
-    traced = trace(model, training=False)
+    traced = trace(model, training=False, consequence=(
+        "so it has no ONNX graph (the export writes the traced forward pass): make its forward "
+        "traceable, or export the packed file (--export) instead"))
     with torch.no_grad():  # each node's shape, for the handlers that need one
         device = next(model.parameters()).device
         ShapeProp(torch.fx.GraphModule(model, traced)).propagate(

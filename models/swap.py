@@ -134,9 +134,14 @@ class _Tracer(fx.Tracer):
         return isinstance(m, (BitLayer, ActQuantizer)) or super().is_leaf_module(m, qualified_name)
 
 
-def trace(net, training):
+QUANTIZERS_NEED_A_TRACE = ("so its activations cannot get quantizers: make its forward "
+                           "traceable, or pass --act 0")
+
+
+def trace(net, training, consequence=QUANTIZERS_NEED_A_TRACE):
     """The fx graph of ``net``'s forward pass in train or eval mode (``TraceError`` when it
-    cannot be traced)."""
+    cannot be traced, its message ending with ``consequence``: what the trace was for, and the
+    fix)."""
     was = net.training
     net.train(training)
     try:
@@ -144,8 +149,7 @@ def trace(net, training):
     except Exception as e:  # fx raises many kinds; one line names it
         raise TraceError(f"torch.fx cannot trace the network's forward pass in "
                          f"{'train' if training else 'eval'} mode ({type(e).__name__}: "
-                         f"{' '.join(str(e).split())[:200]}), so its activations cannot get "
-                         "quantizers: make its forward traceable, or pass --act 0") from None
+                         f"{' '.join(str(e).split())[:200]}), {consequence}") from None
     finally:
         net.train(was)
 

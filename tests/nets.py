@@ -65,3 +65,22 @@ class SiLUStem(Tiny):
 
 def silu_stem(num_classes=10):
     return SiLUStem(num_classes)
+
+
+class Untraceable(nn.Module):
+    """A forward pass with data-dependent control flow, which ``torch.fx`` cannot trace."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        x = self.conv(x)  # (B, 8, 32, 32)
+        if x.mean() > 0:  # a branch on the data
+            x = F.relu(x)
+        return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))  # (B, num_classes)
+
+
+def untraceable(num_classes=10):
+    return Untraceable(num_classes)

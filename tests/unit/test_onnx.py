@@ -180,3 +180,15 @@ def test_a_checkpoint_in_the_releases_layout_exports_its_forward(tmp_path, form)
     with torch.no_grad():
         ours = model(x)
     assert torch.allclose(graph.logits(sess, x), ours, rtol=0, atol=TOL)
+
+
+def test_an_untraceable_forward_is_refused_with_the_fix_for_what_needed_the_trace():
+    """Activation quantizers need the trace (the fix: --act 0); with --act 0 the network trains,
+    and only its ONNX export needs the trace (the fix: the packed file)."""
+    from models.swap import TraceError
+    with pytest.raises(TraceError, match="cannot get quantizers: .* or pass --act 0"):
+        build_model("nets:untraceable", act=4)
+    model = build_model("nets:untraceable", act=0).to_bits_(4)
+    with pytest.raises(TraceError, match="no ONNX graph .* packed file \\(--export\\)") as e:
+        graph.build_graph(model)
+    assert "--act 0" not in str(e.value)
