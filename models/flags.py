@@ -14,10 +14,12 @@ from .registry import ARCHS, FLAG_DEFAULTS, MODEL_FLAGS, ArchError, get_arch
 def add_model_flags(parser):
     group = parser.group("model")
     group.add_argument("-a", "--arch", default="resnet", metavar="ARCH",
-                       help=f"architecture: {', '.join(ARCHS)}, or your own network as "
-                            "path/to/file.py:factory or package.module:factory (called as "
-                            "factory(num_classes=N)); resnet is the release's quantized CIFAR "
-                            "ResNet (its parser's default, resnet20, is not among its choices)")
+                       help=f"architecture: {', '.join(ARCHS)}; torchvision's classification "
+                            "networks as torchvision.NAME (e.g. torchvision.resnet50); or your "
+                            "own network as path/to/file.py:factory or package.module:factory "
+                            "(called as factory(num_classes=N)); resnet is the release's "
+                            "quantized CIFAR ResNet (its parser's default, resnet20, is not "
+                            "among its choices)")
     group.add_argument("--depth", type=number(int, 1), default=None,
                        help="depth: resnet 6n+2 (default 20), preresnet 6n+2 / 9n+2 with "
                             "Bottleneck (110), wrn 6n+4 (28), resnext 9n+2 (29, the release's "
