@@ -72,3 +72,22 @@ def test_empty_or_malformed_folders_are_one_line_errors(tmp_path):
     (tmp_path / "sweep.json").write_text('{"rows": [{"alpha": 1.0}]}')
     with pytest.raises(BSQError):
         plot_folder(str(tmp_path))
+
+
+def test_a_panel_is_constant_only_if_the_final_model_shares_its_value():
+    """Two epochs at 4x, then a final re-quantization to 4.5x: the compression and bits panels
+    stay (with the final star), and the caption does not call them constant."""
+    pytest.importorskip("matplotlib")
+    from utils.report.plots import curves_figure
+    log = {"epoch": [1, 2], "test_acc": [50.0, 60.0], "reg": [3.0, 2.0], "comp": [4.0, 4.0],
+           "avg_bits": [8.0, 8.0], "train_loss": [1.0, 0.9], "test_loss": [1.1, 1.0]}
+
+    def texts(final):
+        fig = curves_figure(log, final=final)
+        return fig._suptitle.get_text(), [ax.get_ylabel() for ax in fig.axes if ax.get_visible()]
+
+    caption, labels = texts({"acc": 60.0, "compression": 4.5, "avg_bits": 7.1})
+    assert "constant" not in caption and "compression (x)" in labels and "average bits" in labels
+    caption, labels = texts({"acc": 60.0, "compression": 4.0, "avg_bits": 8.0})
+    assert "constant over the run: compression 4, average bits 8" in caption
+    assert "compression (x)" not in labels

@@ -101,6 +101,18 @@ PANELS = ((("test_acc",), "test accuracy (%)", "acc"), (("reg",), "regularizer B
 LOSS_PANEL = (("train_loss", "test_loss"), "loss (train, test)", None)
 
 
+def _constant(log, panel, final):
+    """Whether ``panel``'s column keeps one value over several epochs and the final model (its
+    ``final`` totals, when given) has it too: a re-quantization after the last epoch changes the
+    compression and the bits."""
+    (column, *_), _, final_key = panel
+    values = set(log[column])
+    if len(log["epoch"]) < 2 or len(values) != 1:
+        return False
+    end = (final or {}).get(final_key) if final_key else None
+    return end is None or abs(end - values.pop()) <= 1e-9 * max(1.0, abs(end))
+
+
 def curves_figure(log, requant_epochs=(), final=None, title="training curves", note=""):
     """Test accuracy, regularizer B/TP, compression and average bits against epoch.
 
@@ -108,15 +120,15 @@ def curves_figure(log, requant_epochs=(), final=None, title="training curves", n
     re-quantization (0 before the first epoch, ..., the last epoch for the one after it), each
     drawn at e + 0.5, between the rows of epochs e and e + 1. ``final``: ``scheme.json``'s
     totals (``acc``, ``compression``, ``avg_bits``) of the final model, a star after the last row.
-    A panel whose column does not change over several epochs (a float run's regularizer,
-    compression and bits; a finetune run's scheme) is left out and its value given in the
-    caption, with the loss panel in its place; a run of one or two epochs shows each value.
+    A panel whose column does not change over several epochs nor in the final model (a float
+    run's regularizer, compression and bits; a finetune run's scheme) is left out and its value
+    given in the caption, with the loss panel in its place; a run of one or two epochs shows each value.
     ``note``: a last line of the caption.
     """
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
     epochs = log["epoch"]
-    constant = [p for p in PANELS[1:] if len(epochs) > 1 and len(set(log[p[0][0]])) == 1]
+    constant = [p for p in PANELS[1:] if _constant(log, p, final)]
     panels = [p for p in PANELS if p not in constant]
     if constant:
         panels.append(LOSS_PANEL)
