@@ -122,7 +122,8 @@ def curves_figure(log, requant_epochs=(), final=None, title="training curves", n
     totals (``acc``, ``compression``, ``avg_bits``) of the final model, a star after the last row.
     A panel whose column does not change over several epochs nor in the final model (a float
     run's regularizer, compression and bits; a finetune run's scheme) is left out and its value
-    given in the caption, with the loss panel in its place; a run of one or two epochs shows each value.
+    given in the caption, with the loss panel in its place; a run of one or two epochs shows each
+    value.
     ``note``: a last line of the caption.
     """
     plt = pyplot()
