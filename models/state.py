@@ -91,8 +91,11 @@ def load_model_state(model, ckpt, path="", partial=False):
         state = {**{k: v for k, v in model.state_dict().items() if k.endswith(".alpha")}, **state}
     problem = _mismatch(model.state_dict(), state)
     if problem:
-        raise CheckpointError(f"checkpoint {path} does not fit this model ({problem}): give a "
-                              "checkpoint of this architecture whose Nbit_dict matches its planes")
+        fix = ("a checkpoint of this architecture whose Nbit_dict matches its planes"
+               if form == "bits" else "a checkpoint of this architecture, or pass -a and the "
+               "flags of the network it holds")
+        raise CheckpointError(f"checkpoint {path} does not fit this model ({problem}): give "
+                              f"{fix}")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:  # e.g. a tensor of a type that cannot be copied into the model

@@ -62,6 +62,7 @@ def world(tmp_path_factory, cifar10_root):
         "    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 7))\n\n\n"
         "def big(num_classes=10):  # made for 64x64 images\n"
         "    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, num_classes))\n")
+    torch.save(torch.nn.Linear(3, 4).state_dict(), root / "bare.pth")  # another network's
     (root / "afile").write_text("")
     (root / "nothing_here").mkdir()
     for name, cut in (("corrupt", 100), ("empty", None)):
@@ -113,6 +114,7 @@ CASES = [  # (script, arguments, words the one line must contain)
     ("cifar_finetune.py", "--model wrongplanes.pth.tar --bin --evaluate",
      "conv1.pweight: file (16, 3, 3, 3, 8) vs model (16, 3, 3, 3, 6)"),
     ("cifar_finetune.py", "--depth 14 --model bits8.pth.tar --bin --evaluate", "--depth 8"),
+    ("cifar_train.py", f"--model bare.pth {WRITE}", "or pass -a and the flags of the network"),
     ("cifar_finetune.py", "--model c100.pth.tar --bin --evaluate", "100 classes"),
     ("cifar_finetune.py", "--model pact.pth.tar --bin --evaluate", "--act 2"),
     ("cifar_finetune.py", "--model float8.pth.tar --bin --evaluate", "drop --bin"),
