@@ -21,11 +21,14 @@ class Tiny(nn.Module):
         self.head = nn.Linear(16, num_classes)
 
     def forward(self, x):
-        x = self.act(self.norm1(self.stem(x)))  # (B, 8, 32, 32), the stem's ReLU: plain
+        x = self.stem_activation(self.norm1(self.stem(x)))  # (B, 8, 32, 32), the stem's
         x = self.act(self.norm2(self.depthwise(x)))  # (B, 8, 16, 16)
         x = F.relu(self.pointwise(x))  # (B, 16, 16, 16)
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)  # (B, 16)
         return self.head(self.drop(x))  # (B, num_classes)
+
+    def stem_activation(self, x):
+        return self.act(x)  # the stem's ReLU: plain
 
 
 def tiny(num_classes=10):
@@ -55,12 +58,8 @@ def silu_net(num_classes=10):
 class SiLUStem(Tiny):
     """``Tiny`` whose stem activation is a SiLU: every ReLU after it is quantized."""
 
-    def forward(self, x):
-        x = F.silu(self.norm1(self.stem(x)))  # (B, 8, 32, 32), the stem's: float as a SiLU
-        x = self.act(self.norm2(self.depthwise(x)))  # (B, 8, 16, 16)
-        x = F.relu(self.pointwise(x))  # (B, 16, 16, 16)
-        x = F.adaptive_avg_pool2d(x, 1).flatten(1)  # (B, 16)
-        return self.head(self.drop(x))  # (B, num_classes)
+    def stem_activation(self, x):
+        return F.silu(x)  # the stem's: float, as a SiLU
 
 
 def silu_stem(num_classes=10):
