@@ -204,6 +204,16 @@ def _flatten(g, x, name, start_dim=1, end_dim=-1):
     return g.op("Flatten", x, hint=name, axis=1)
 
 
+def _layer_norm(g, x, m, name):
+    """``nn.LayerNorm`` over its last ``len(normalized_shape)`` axes: LayerNormalization."""
+    shape = tuple(m.normalized_shape)
+    weight = m.weight if m.weight is not None else torch.ones(shape)
+    bias = m.bias if m.bias is not None else torch.zeros(shape)
+    return g.op("LayerNormalization", x, g.const(_tensor(weight), f"{name}.weight"),
+                g.const(_tensor(bias), f"{name}.bias"), hint=name, axis=-len(shape),
+                epsilon=m.eps)
+
+
 MODULES = {
     nn.Conv2d: _conv,
     nn.Linear: _linear,
@@ -224,6 +234,9 @@ MODULES = {
     nn.Sigmoid: lambda g, x, m, name: g.op("Sigmoid", x, hint=name),
     nn.Hardswish: lambda g, x, m, name: g.op("HardSwish", x, hint=name),
     nn.Hardsigmoid: lambda g, x, m, name: g.op("HardSigmoid", x, hint=name, alpha=1 / 6),
+    nn.Tanh: lambda g, x, m, name: g.op("Tanh", x, hint=name),
+    nn.GELU: lambda g, x, m, name: g.op("Gelu", x, hint=name, approximate=m.approximate),
+    nn.LayerNorm: _layer_norm,
 }
 
 
@@ -316,6 +329,53 @@ def _unsqueeze(g, name, x, dim):
     return g.op("Unsqueeze", x, g.ints([dim]), hint=name)
 
 
+def _unary(op_type, **attrs):
+    """A handler of an elementwise call ``f(x)`` (``inplace`` ignored): one ONNX op."""
+    return lambda g, name, x, *args, **kwargs: g.op(op_type, x, hint=name, **attrs)
+
+
+def _silu(g, name, x, inplace=False):
+    return g.op("Mul", x, g.op("Sigmoid", x), hint=name)
+
+
+def _gelu(g, name, x, approximate="none"):
+    return g.op("Gelu", x, hint=name, approximate=approximate)
+
+
+def _mean(g, name, x, dim=None, keepdim=False, dtype=None):
+    """``x.mean(dim, keepdim)`` / ``torch.mean``: ReduceMean over ``dim`` (all axes if None)."""
+    if dtype is not None:
+        raise ExportError(f"{name}: mean with a dtype has no handler")
+    if dim is None:
+        return g.op("ReduceMean", x, hint=name, keepdims=int(keepdim))
+    axes = [dim] if isinstance(dim, int) else list(dim)
+    return g.op("ReduceMean", x, g.ints(axes, "axes"), hint=name, keepdims=int(keepdim))
+
+
+def _interpolate(g, name, x, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                 recompute_scale_factor=None, antialias=False):
+    """``F.interpolate`` of a 4-d tensor, nearest or bilinear: Resize with the scales that give
+    its output size (from the traced input's), in PyTorch's coordinate convention."""
+    if mode not in ("nearest", "bilinear") or antialias:
+        raise ExportError(f"{name}: interpolate mode {mode!r} has no handler (nearest, bilinear)")
+    height, width = g.shapes[x][-2:]
+    if size is not None:
+        out = (size, size) if isinstance(size, int) else tuple(size)
+    else:
+        factors = scale_factor if isinstance(scale_factor, (tuple, list)) else (scale_factor,) * 2
+        out = (int(height * factors[0]), int(width * factors[1]))
+    scales = g.const(np.array([1.0, 1.0, out[0] / height, out[1] / width], dtype=np.float32),
+                     "scales")
+    if mode == "nearest":
+        attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                 "nearest_mode": "floor"}
+    else:
+        attrs = {"mode": "linear", "coordinate_transformation_mode":
+                 "align_corners" if align_corners else "pytorch_half_pixel"}
+    return g.op("Resize", x, "", scales, hint=name, **attrs)
+
+
+
 FUNCTIONS = {
     operator.add: _binary("Add"), operator.iadd: _binary("Add"), torch.add: _binary("Add"),
     operator.mul: _binary("Mul"), torch.mul: _binary("Mul"),
@@ -327,11 +387,16 @@ FUNCTIONS = {
                                                                          output_size),
     F.dropout: _identity,
     operator.getitem: _getitem, torch.unsqueeze: _unsqueeze,
+    torch.sigmoid: _unary("Sigmoid"), F.sigmoid: _unary("Sigmoid"), torch.tanh: _unary("Tanh"),
+    F.tanh: _unary("Tanh"), F.hardswish: _unary("HardSwish"),
+    F.hardsigmoid: _unary("HardSigmoid", alpha=1 / 6), F.silu: _silu, F.gelu: _gelu,
+    torch.mean: _mean, F.interpolate: _interpolate,
 }
 METHODS = {
     "view": _reshape, "reshape": _reshape, "size": _size, "add": _binary("Add"),
     "flatten": lambda g, name, x, *a, **k: _flatten(g, x, name, *a, **k),
-    "relu": _relu_fn, "contiguous": _identity, "unsqueeze": _unsqueeze,
+    "relu": _relu_fn, "contiguous": _identity, "unsqueeze": _unsqueeze, "mean": _mean,
+    "sigmoid": _unary("Sigmoid"), "tanh": _unary("Tanh"), "mul": _binary("Mul"),
 }
 
 

@@ -192,3 +192,32 @@ def test_an_untraceable_forward_is_refused_with_the_fix_for_what_needed_the_trac
     with pytest.raises(TraceError, match="no ONNX graph .* packed file \\(--export\\)") as e:
         graph.build_graph(model)
     assert "--act 0" not in str(e.value)
+
+
+@pytest.mark.parametrize("arch", ["nets:zoo", "mobilenet_v3_small"])
+def test_the_calls_model_code_writes_export_and_run_as_the_model(arch):
+    """A squeeze-excitation gate with torch.sigmoid, F.hardswish and F.silu, means, nearest and
+    bilinear interpolation, LayerNorm and GELU (``tests/nets.py:Zoo``), and torchvision's
+    MobileNetV3-small (Hardswish, Hardsigmoid gates), in finetune form: ONNX Runtime's logits
+    are the model's, every ReLU call site quantized."""
+    torch.manual_seed(0)
+    model = build_model(arch, act=4).to_bits_(6).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.LayerNorm)):
+                m.weight.uniform_(0.5, 1.5)
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+    model.to_finetune_()
+    relus = [r["bits"] for r in model.activation_report() if r["kind"].lower() == "relu"]
+    assert relus and set(relus) == {4}
+    proto = graph.build_graph(model)
+    ops = {n.op_type for n in proto.graph.node}
+    assert ops >= ({"HardSwish", "Sigmoid", "ReduceMean", "Resize", "LayerNormalization", "Gelu"}
+                   if arch == "nets:zoo" else {"HardSwish", "HardSigmoid"})
+    sess = graph.session(proto.SerializeToString())
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        ours = model(x)
+    theirs = graph.logits(sess, x)
+    assert torch.allclose(theirs, ours, rtol=0, atol=TOL), (theirs - ours).abs().max()
