@@ -109,3 +109,18 @@ def test_a_registry_network_through_bsq_and_finetuning(tmp_path, cifar10_root):
                                                       "--model b/checkpoint.pth.tar "
                                                       "--checkpoint f"))
     assert ft["scheme"] == bsq["scheme"]
+
+
+def test_a_network_of_common_calls_through_bsq_finetuning_and_onnx(tmp_path, cifar10_root):
+    """``tests/nets.py:zoo`` (F.hardswish stem, a torch.sigmoid gate, F.silu, means,
+    interpolation, LayerNorm, GELU): BSQ, finetuning, then ONNX Runtime's accuracy within 0.5
+    points of the checkpoint's."""
+    zoo = f"-a {os.path.join(REPO, 'tests', 'nets.py')}:zoo --data-root {cifar10_root}"
+    common = f"{zoo} --manualSeed 2 --train-batch 50 --progress 0"
+    run(tmp_path, "cifar_prune_STE.py", f"{common} --epochs 1 --Prun_Int 1 --decay 1 --L1 "
+                                        "--Nbits 6 --checkpoint b")
+    run(tmp_path, "cifar_finetune.py", f"{common} --epochs 1 --lr 0.01 --Nbits 6 --bin "
+                                       "--model b/checkpoint.pth.tar --checkpoint f")
+    onnx = last_json(run(tmp_path, "export.py", f"{zoo} --model f/best_bin.pth.tar --onnx z.onnx "
+                                                "--evaluate"))
+    assert abs(onnx["acc"] - onnx["checkpoint_acc"]) <= 0.5 and onnx["agree"] > 90
