@@ -4,6 +4,7 @@ import math
 import os
 
 import pytest
+import torch
 
 from utils.report.scheme import scheme_dict, scheme_report, write_scheme_json
 
@@ -67,3 +68,17 @@ def test_scheme_json_is_written_atomically_with_the_same_content(tmp_path):
     assert json.loads(path.read_text()) == json.loads(json.dumps(returned))
     assert os.listdir(tmp_path) == ["scheme.json"]
     assert json.loads(path.read_text())["scheme"] == model.scheme()
+
+
+def test_the_json_line_gives_each_figure_to_4_decimals(capsys):
+    """An accuracy counted in fp32 prints as 33.3333, not 33.33333206176758; the compression of a
+    model without bits stays null."""
+    from utils.cli.console import summary
+    model = mixed_model()
+    acc = float(torch.tensor(100 / 3, dtype=torch.float32))  # 33.33333206176758
+    figures = summary(model, acc, acc, "c.pth.tar", acc5=acc, float_acc=None)
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line == figures
+    assert (line["acc"], line["best_acc"], line["acc5"], line["float_acc"]) == (
+        33.3333, 33.3333, 33.3333, None)
+    assert line["comp"] == round(model.compression(), 4)
