@@ -438,7 +438,11 @@ def build_graph(model, input_shape=(3, 32, 32), float_weights=False):
             handler = table.get(node.target)
             if handler is None:
                 what = getattr(node.target, "__name__", node.target)
-                raise ExportError(f"{node.name}: {node.op} {what} has no ONNX handler")
+                stack = node.meta.get("nn_module_stack") or {}
+                where = next(reversed(stack.values()))[0] if stack else ""
+                where = f"in the forward of {where or 'the network'}"
+                raise ExportError(f"{node.name} {where}: {node.op} {what} has no ONNX handler "
+                                  "(models/onnx.py: add one to FUNCTIONS or METHODS)")
             values[node] = handler(g, name, *args, **kwargs)
         elif node.op == "output":
             output = args[0]

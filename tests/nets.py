@@ -88,7 +88,7 @@ def untraceable(num_classes=10):
 class Zoo(nn.Module):
     """What model code calls besides convs and ReLUs: Hardswish and SiLU as functions, a
     squeeze-excitation gate with ``torch.sigmoid``, biased 1x1 convs, means, nearest and
-    bilinear interpolation, LayerNorm and GELU."""
+    bilinear interpolation, LayerNorm, GELU and dropout."""
 
     def __init__(self, num_classes=10):
         super().__init__()
@@ -106,7 +106,8 @@ class Zoo(nn.Module):
         y = F.silu(self.down(x))  # (B, 16, 16, 16)
         x = F.relu(x + F.interpolate(y, scale_factor=2, mode="nearest")
                    + F.interpolate(y, size=(32, 32), mode="bilinear", align_corners=False))
-        return self.head(self.gelu(self.norm(torch.mean(x, dim=(2, 3)))))  # (B, num_classes)
+        x = F.dropout(self.gelu(self.norm(torch.mean(x, dim=(2, 3)))), 0.1, self.training)
+        return self.head(x)  # (B, num_classes)
 
 
 def zoo(num_classes=10):

@@ -111,11 +111,13 @@ def test_a_registry_network_through_bsq_and_finetuning(tmp_path, cifar10_root):
     assert ft["scheme"] == bsq["scheme"]
 
 
-def test_a_network_of_common_calls_through_bsq_finetuning_and_onnx(tmp_path, cifar10_root):
+@pytest.mark.parametrize("arch", [f"{os.path.join(REPO, 'tests', 'nets.py')}:zoo",
+                                  "torchvision.mobilenet_v3_small"])
+def test_networks_of_common_calls_through_bsq_finetuning_and_onnx(arch, tmp_path, cifar10_root):
     """``tests/nets.py:zoo`` (F.hardswish stem, a torch.sigmoid gate, F.silu, means,
-    interpolation, LayerNorm, GELU): BSQ, finetuning, then ONNX Runtime's accuracy within 0.5
-    points of the checkpoint's."""
-    zoo = f"-a {os.path.join(REPO, 'tests', 'nets.py')}:zoo --data-root {cifar10_root}"
+    interpolation, LayerNorm, GELU, dropout) and torchvision's MobileNetV3-small: BSQ,
+    finetuning, then ONNX Runtime's accuracy within 0.5 points of the checkpoint's."""
+    zoo = f"-a {arch} --data-root {cifar10_root}"
     common = f"{zoo} --manualSeed 2 --train-batch 50 --progress 0"
     run(tmp_path, "cifar_prune_STE.py", f"{common} --epochs 1 --Prun_Int 1 --decay 1 --L1 "
                                         "--Nbits 6 --checkpoint b")

@@ -221,3 +221,27 @@ def test_the_calls_model_code_writes_export_and_run_as_the_model(arch):
         ours = model(x)
     theirs = graph.logits(sess, x)
     assert torch.allclose(theirs, ours, rtol=0, atol=TOL), (theirs - ours).abs().max()
+
+
+def test_a_call_without_handler_is_named_with_the_module_whose_forward_makes_it():
+    class Block(torch.nn.Module):
+        def forward(self, x):
+            return torch.erf(x)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.block = torch.nn.Conv2d(3, 4, 3), Block()
+            self.head = torch.nn.Linear(4, 10)
+
+        def forward(self, x):
+            return self.head(self.block(self.conv(x)).mean((2, 3)))
+
+    from models.bitmodel import make_bit_model
+    from models.swap import to_bit_layers_
+    net = Net()
+    to_bit_layers_(net)
+    model = make_bit_model(net, {"arch": "net", "num_classes": 10, "act": 0}).to_bits_(4).eval()
+    with pytest.raises(graph.ExportError, match="in the forward of block: call_function erf has "
+                                                "no ONNX handler"):
+        graph.build_graph(model)
