@@ -115,12 +115,17 @@ def test_a_registry_network_through_bsq_and_finetuning(tmp_path, cifar10_root):
                                   "torchvision.mobilenet_v3_small"])
 def test_networks_of_common_calls_through_bsq_finetuning_and_onnx(arch, tmp_path, cifar10_root):
     """``tests/nets.py:zoo`` (F.hardswish stem, a torch.sigmoid gate, F.silu, means,
-    interpolation, LayerNorm, GELU, dropout) and torchvision's MobileNetV3-small: BSQ,
-    finetuning, then ONNX Runtime's accuracy within 0.5 points of the checkpoint's."""
+    interpolation, LayerNorm, GELU, dropout) and torchvision's MobileNetV3-small: float
+    training, conversion, BSQ, finetuning, then ONNX Runtime's accuracy within 0.5 points of
+    the checkpoint's."""
     zoo = f"-a {arch} --data-root {cifar10_root}"
     common = f"{zoo} --manualSeed 2 --train-batch 50 --progress 0"
+    run(tmp_path, "cifar_train.py", f"{common} --epochs 1 --checkpoint float")
+    run(tmp_path, "convert.py", f"{zoo} --Nbits 6 --model float/model_best.pth.tar "
+                                "--checkpoint start")
     run(tmp_path, "cifar_prune_STE.py", f"{common} --epochs 1 --Prun_Int 1 --decay 1 --L1 "
-                                        "--Nbits 6 --checkpoint b")
+                                        "--Nbits 6 --bin --model start/model_best.pth.tar "
+                                        "--checkpoint b")
     run(tmp_path, "cifar_finetune.py", f"{common} --epochs 1 --lr 0.01 --Nbits 6 --bin "
                                        "--model b/checkpoint.pth.tar --checkpoint f")
     onnx = last_json(run(tmp_path, "export.py", f"{zoo} --model f/best_bin.pth.tar --onnx z.onnx "
