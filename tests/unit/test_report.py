@@ -82,3 +82,12 @@ def test_the_json_line_gives_each_figure_to_4_decimals(capsys):
     assert (line["acc"], line["best_acc"], line["acc5"], line["float_acc"]) == (
         33.3333, 33.3333, 33.3333, None)
     assert line["comp"] == round(model.compression(), 4)
+
+
+def test_each_epoch_line_gives_the_test_passs_top_5():
+    from utils.cli.console import epoch_line
+    row = {"epoch": 3, "lr": 0.01, "train_loss": 0.5, "train_acc": 80.0, "reg": 12.0,
+           "test_loss": 0.6, "test_acc": 75.5, "test_acc5": 97.25, "comp": 5.0, "avg_bits": 6.4,
+           "seconds": 9.0}
+    assert "test loss 0.6000 acc  75.50 top-5  97.25  comp 5.00x" in epoch_line(row, 9)
+    assert "acc  75.50  comp 5.00x" in epoch_line({**row, "test_acc5": None}, 9)

@@ -82,11 +82,13 @@ def times(ratio):
 
 
 def epoch_line(row, epochs, elapsed=None, eta=None):
-    """One human-readable stdout line per epoch."""
+    """One human-readable stdout line per epoch (the test pass's top-5 when the row has it)."""
+    top5 = f" top-5 {row['test_acc5']:6.2f}" if row.get("test_acc5") is not None else ""
     line = (f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.4g}  "
             f"train loss {row['train_loss']:.4f} acc {row['train_acc']:6.2f}  "
-            f"reg {row['reg']:.4g}  test loss {row['test_loss']:.4f} acc {row['test_acc']:6.2f}  "
-            f"comp {times(row['comp'])} ({row['avg_bits']:.2f} bits)  {row['seconds']:.1f}s")
+            f"reg {row['reg']:.4g}  test loss {row['test_loss']:.4f} acc {row['test_acc']:6.2f}"
+            f"{top5}  comp {times(row['comp'])} ({row['avg_bits']:.2f} bits)  "
+            f"{row['seconds']:.1f}s")
     if elapsed is not None:
         line += f"  elapsed {duration(elapsed)}  eta {duration(eta)}"
     return line

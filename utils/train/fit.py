@@ -138,6 +138,7 @@ def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), de
         best_acc = max(best_acc, test["acc"])
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
                "reg": train["reg"], "test_loss": test["loss"], "test_acc": test["acc"],
+               "test_acc5": test["acc5"],
                "comp": model.compression(), "avg_bits": model.avg_bits(), "seconds": seconds}
         state = checkpoint_state(model, epoch=epoch + 1, acc=test["acc"], best_acc=best_acc,
                                  optimizer=optimizer, args=record, rng=rng_state())
