@@ -22,7 +22,7 @@ from utils.store.checkpoint import checkpoint_state, save_checkpoint
 from utils.store.epochlog import COLUMNS
 from utils.store.packedfile import PREFIX
 
-from helpers import malicious_checkpoint, resnet, run_script
+from helpers import REPO, malicious_checkpoint, resnet, run_script
 
 WRITE = "--checkpoint protected --overwrite"  # validation must precede any write, even so
 
@@ -164,6 +164,8 @@ CASES = [  # (script, arguments, words the one line must contain)
     ("cifar_prune_STE.py", f"-a nowhere.py:net {WRITE}", "nowhere.py does not exist"),
     ("cifar_prune_STE.py", f"-a senet.py {WRITE}", "-a senet.py:FACTORY"),
     ("cifar_train.py", "-a bad_nets.py:fixed --checkpoint fixed", "must use its num_classes"),
+    ("cifar_train.py", f"-a {os.path.join(REPO, 'tests', 'nets.py')}:untraceable --checkpoint u",
+     "cannot trace the network's forward pass in train mode"),
     ("cifar_prune_STE.py", "-a bad_nets.py:big --checkpoint big", "cannot run on the data's 32x32"),
     ("cifar_prune_STE.py", f"-a preresnet --depth 29 {WRITE}", "--block-name Bottleneck"),
     ("cifar_prune_STE.py", f"--block-name Bottleneck {WRITE}", "use --block-name BasicBlock"),
