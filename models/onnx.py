@@ -204,6 +204,23 @@ def _flatten(g, x, name, start_dim=1, end_dim=-1):
     return g.op("Flatten", x, hint=name, axis=1)
 
 
+def _unary(op_type, **attrs):
+    """A handler of an elementwise call ``f(x)`` (``inplace`` ignored): one ONNX op."""
+    return lambda g, name, x, *args, **kwargs: g.op(op_type, x, hint=name, **attrs)
+
+
+_sigmoid, _tanh, _hardswish = _unary("Sigmoid"), _unary("Tanh"), _unary("HardSwish")
+_hardsigmoid = _unary("HardSigmoid", alpha=1 / 6)  # PyTorch's slope; ONNX's default is 0.2
+
+
+def _silu(g, name, x, inplace=False):
+    return g.op("Mul", x, g.op("Sigmoid", x), hint=name)
+
+
+def _gelu(g, name, x, approximate="none"):
+    return g.op("Gelu", x, hint=name, approximate=approximate)
+
+
 def _layer_norm(g, x, m, name):
     """``nn.LayerNorm`` over its last ``len(normalized_shape)`` axes: LayerNormalization."""
     shape = tuple(m.normalized_shape)
@@ -230,12 +247,12 @@ MODULES = {
     nn.Flatten: lambda g, x, m, name: _flatten(g, x, name, m.start_dim, m.end_dim),
     nn.Dropout: lambda g, x, m, name: x,  # identity in eval mode
     nn.Identity: lambda g, x, m, name: x,
-    nn.SiLU: lambda g, x, m, name: g.op("Mul", x, g.op("Sigmoid", x), hint=name),
-    nn.Sigmoid: lambda g, x, m, name: g.op("Sigmoid", x, hint=name),
-    nn.Hardswish: lambda g, x, m, name: g.op("HardSwish", x, hint=name),
-    nn.Hardsigmoid: lambda g, x, m, name: g.op("HardSigmoid", x, hint=name, alpha=1 / 6),
-    nn.Tanh: lambda g, x, m, name: g.op("Tanh", x, hint=name),
-    nn.GELU: lambda g, x, m, name: g.op("Gelu", x, hint=name, approximate=m.approximate),
+    nn.SiLU: lambda g, x, m, name: _silu(g, name, x),
+    nn.Sigmoid: lambda g, x, m, name: _sigmoid(g, name, x),
+    nn.Hardswish: lambda g, x, m, name: _hardswish(g, name, x),
+    nn.Hardsigmoid: lambda g, x, m, name: _hardsigmoid(g, name, x),
+    nn.Tanh: lambda g, x, m, name: _tanh(g, name, x),
+    nn.GELU: lambda g, x, m, name: _gelu(g, name, x, m.approximate),
     nn.LayerNorm: _layer_norm,
 }
 
@@ -329,19 +346,6 @@ def _unsqueeze(g, name, x, dim):
     return g.op("Unsqueeze", x, g.ints([dim]), hint=name)
 
 
-def _unary(op_type, **attrs):
-    """A handler of an elementwise call ``f(x)`` (``inplace`` ignored): one ONNX op."""
-    return lambda g, name, x, *args, **kwargs: g.op(op_type, x, hint=name, **attrs)
-
-
-def _silu(g, name, x, inplace=False):
-    return g.op("Mul", x, g.op("Sigmoid", x), hint=name)
-
-
-def _gelu(g, name, x, approximate="none"):
-    return g.op("Gelu", x, hint=name, approximate=approximate)
-
-
 def _mean(g, name, x, dim=None, keepdim=False, dtype=None):
     """``x.mean(dim, keepdim)`` / ``torch.mean``: ReduceMean over ``dim`` (all axes if None)."""
     if dtype is not None:
@@ -375,7 +379,6 @@ def _interpolate(g, name, x, size=None, scale_factor=None, mode="nearest", align
     return g.op("Resize", x, "", scales, hint=name, **attrs)
 
 
-
 FUNCTIONS = {
     operator.add: _binary("Add"), operator.iadd: _binary("Add"), torch.add: _binary("Add"),
     operator.mul: _binary("Mul"), torch.mul: _binary("Mul"),
@@ -387,16 +390,15 @@ FUNCTIONS = {
                                                                          output_size),
     F.dropout: _identity,
     operator.getitem: _getitem, torch.unsqueeze: _unsqueeze,
-    torch.sigmoid: _unary("Sigmoid"), F.sigmoid: _unary("Sigmoid"), torch.tanh: _unary("Tanh"),
-    F.tanh: _unary("Tanh"), F.hardswish: _unary("HardSwish"),
-    F.hardsigmoid: _unary("HardSigmoid", alpha=1 / 6), F.silu: _silu, F.gelu: _gelu,
+    torch.sigmoid: _sigmoid, F.sigmoid: _sigmoid, torch.tanh: _tanh, F.tanh: _tanh,
+    F.hardswish: _hardswish, F.hardsigmoid: _hardsigmoid, F.silu: _silu, F.gelu: _gelu,
     torch.mean: _mean, F.interpolate: _interpolate,
 }
 METHODS = {
     "view": _reshape, "reshape": _reshape, "size": _size, "add": _binary("Add"),
     "flatten": lambda g, name, x, *a, **k: _flatten(g, x, name, *a, **k),
     "relu": _relu_fn, "contiguous": _identity, "unsqueeze": _unsqueeze, "mean": _mean,
-    "sigmoid": _unary("Sigmoid"), "tanh": _unary("Tanh"), "mul": _binary("Mul"),
+    "sigmoid": _sigmoid, "tanh": _tanh, "mul": _binary("Mul"),
 }
 
 

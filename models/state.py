@@ -34,7 +34,7 @@ def load_model(path=None, checkpoint=None, partial=False, inputs=(), **config):
     if inputs and act and not any(row["bits"] for row in sites):
         kinds = ", ".join(dict.fromkeys(row["kind"] for row in sites)) or "none found"
         print(f"--act {act} quantizes no activation of -a {model.arch_spec['arch']}: BSQ quantizes "
-              f"ReLU and ReLU6 call sites, and its are {kinds}")
+              f"ReLU and ReLU6 call sites, and this network's activations are {kinds}")
     if not path:
         return model, None
     return load_model_state(model, checkpoint, path, partial), checkpoint

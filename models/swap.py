@@ -86,8 +86,8 @@ def quantize_activations_(net, quantizer):
     if not order:
         net.activation_sites = _activation_report(graphs[True], kinds, [], {}, None)
         return None
-    mode = bool(sites[True])  # the train graph's sites, unless only eval mode has any
-    stem = order[0] if _first_activation(graphs[mode], net) is sites[mode][0][1] else None
+    first = bool(sites[True])  # the train graph's sites, unless only eval mode has any
+    stem = order[0] if _first_activation(graphs[first], net) is sites[first][0][1] else None
     calls = {}  # module name -> number of calls (max over the modes)
     for mode in graphs:
         for (kind, path, _), _ in sites[mode]:
@@ -196,9 +196,9 @@ def _first_activation(graph, net):
 
 def _activation_report(graph, kinds, sites, rewire, stem):
     """Each activation call site of ``graph`` (train mode), in order: ``{"site", "kind",
-    "quantized", "why"}``, ``site`` the quantizer's module name where it has one, else the
-    module (and function) that calls it; ``why`` says why a site stays float. ``kinds``: each
-    node's ``_activation_kind``, taken before any module was swapped."""
+    "why"}``, ``site`` the quantizer's module name where it has one, else the module (and
+    function) that calls it; ``why`` says why a site stays float (None: it is quantized).
+    ``kinds``: each node's ``_activation_kind``, taken before any module was swapped."""
     keys = {node: key for key, node in sites}
     rows = []
     for node in graph.nodes:
@@ -212,13 +212,12 @@ def _activation_report(graph, kinds, sites, rewire, stem):
             stack = node.meta.get("nn_module_stack") or {}
             where = f"{next(reversed(stack.values()))[0] if stack else 'forward'} ({kind})"
         if key is None:
-            rows.append({"site": where, "kind": kind, "quantized": False,
+            rows.append({"site": where, "kind": kind,
                          "why": "not a ReLU or ReLU6, which BSQ quantizes"})
         elif key == stem:
-            rows.append({"site": where, "kind": kind, "quantized": False, "why": "the stem's"})
+            rows.append({"site": where, "kind": kind, "why": "the stem's"})
         else:
-            rows.append({"site": rewire.get(key, key[1]), "kind": kind, "quantized": True,
-                         "why": None})
+            rows.append({"site": rewire.get(key, key[1]), "kind": kind, "why": None})
     return rows
 
 
