@@ -19,6 +19,8 @@ batch split over a stage's torchrun ranks unless ``--train-batch`` (per process)
     alpha-A/finetune/    cifar_finetune.py of the BSQ result
     alpha-A/scratch/     convert.py --dict: the float model at BSQ's scheme
     alpha-A/scratch-ft/  cifar_finetune.py of that, the "train from scratch" baseline
+    uniform-N/convert/   convert.py --Nbits N (with --uniform N ...): the paper's uniform baseline
+    uniform-N/finetune/  cifar_finetune.py of that, as long as BSQ's models are finetuned
 
 A stage is submitted as soon as its inputs are ready: ``--launcher local`` (the default) runs up
 to ``--jobs K`` at once on this machine, job slot i on GPU ``i % #GPUs`` when GPUs are visible
@@ -95,6 +97,9 @@ def get_args_parser(add_help=True):
                        help="multiply every epoch count, lr milestone and --Prun_Int by this")
     group.add_argument("--out", default="runs/sweep", help="folder for every stage and the tables")
     group.add_argument("--float-model", default="", help="a float checkpoint: skip pretraining")
+    group.add_argument("--uniform", type=number(int, 1, MAX_BITS), nargs="+", default=[],
+                       metavar="N", help="uniform baselines: the float model converted to N "
+                       "bits for each N, then finetuned as BSQ's models are")
     add_bit_flags(parser, nbits_help="precision of the BSQ starting point", nbits=MAX_BITS)
     add_threshold_flag(parser)
     add_corrected_flag(parser)
@@ -204,6 +209,15 @@ def plan(args, out):
             Stage(f"{a} scratch finetune", "cifar_finetune.py", train + schedule["finetune"]
                   + bits + ["--model", scratch], os.path.join(folder, "scratch-ft"),
                   (f"{a} scratch conversion",))]
+    for n in args.uniform:
+        folder, u = os.path.join(out, f"uniform-{n}"), f"uniform {n}-bit"
+        converted = os.path.join(folder, "convert", "model_best.pth.tar")
+        stages += [
+            Stage(f"{u} conversion", "convert.py", convert + ["--model", float_model, "--Nbits",
+                  str(n)], os.path.join(folder, "convert"), first, False),
+            Stage(f"{u} finetune", "cifar_finetune.py", train + schedule["finetune"]
+                  + ["--Nbits", str(n), "--bin"] + corrected + ["--model", converted],
+                  os.path.join(folder, "finetune"), (f"{u} conversion",))]
     return stages, float_model
 
 
@@ -277,6 +291,15 @@ def table(sweep):
     lines += ["", "BSQ acc: the re-quantized BSQ model; finetuned: after finetuning at its "
               "scheme; from scratch: the float model converted to the same scheme, then "
               "finetuned the same way. Compression is 32 TP/TB."]
+    lines += ["", "| uniform bits | avg bits | compression | converted acc (%) "
+              "| finetuned acc (%) |", "| ---: | ---: | ---: | ---: | ---: |"]
+    for u in sweep["uniform"]:
+        finetuned = "" if u["finetune_acc"] is None else f"{u['finetune_acc']:.2f}"
+        lines.append(f"| {u['bits']} | {u['avg_bits']:.3f} | {times(u['comp'])} | "
+                     f"{u['convert_acc']:.2f} | {finetuned} |")
+    lines += ["", f"Uniform: the float model converted to every layer at that precision (the "
+              f"{sweep['config']['Nbits']}-bit row is BSQ's starting point, not finetuned), "
+              "then finetuned as BSQ's models are."]
     if sweep.get("plot"):
         lines += ["", f"![accuracy vs compression]({os.path.basename(sweep['plot'])})"]
     return "\n".join(lines) + "\n"
@@ -318,6 +341,13 @@ def main(args):
         rows.append({"alpha": alpha, "avg_bits": bsq["avg_bits"], "comp": bsq["comp"],
                      "bsq_acc": bsq["acc"], "finetune_acc": ft["acc"],
                      "scratch_acc": scratch_ft["acc"], "scratch_before_acc": scratch["acc"]})
+    start = results["8-bit conversion"]
+    uniform = [{"bits": args.Nbits, "avg_bits": start["avg_bits"], "comp": start["comp"],
+                "convert_acc": start["acc"], "finetune_acc": None}]  # BSQ's starting point
+    for n in args.uniform:
+        converted, ft = results[f"uniform {n}-bit conversion"], results[f"uniform {n}-bit finetune"]
+        uniform.append({"bits": n, "avg_bits": ft["avg_bits"], "comp": ft["comp"],
+                        "convert_acc": converted["acc"], "finetune_acc": ft["acc"]})
     factor, recipe = args.epochs_scale, recipe_for(args.dataset)
     sweep = {"config": vars(args), "network": arch_title(args),
              "device": launcher.device(),
@@ -328,10 +358,11 @@ def main(args):
              "float_model": float_model, "float_acc": results["8-bit conversion"]["float_acc"],
              "stages": {k: v for k, v in results.items() if k in ("pretraining",
                                                                   "8-bit conversion")},
-             "runs": runs, "rows": rows, "plot": None}
+             "runs": runs, "rows": rows, "uniform": uniform, "plot": None}
     try:
         sweep["plot"] = plot_tradeoff(rows, os.path.join(out, "tradeoff.png"), sweep["float_acc"],
-                                      f"BSQ sweep, {sweep['network']} on {args.dataset}")
+                                      f"BSQ sweep, {sweep['network']} on {args.dataset}",
+                                      uniform=uniform)
     except MissingExtra as e:
         print(f"[sweep] no tradeoff.png: {e}")
     write_json(sweep, os.path.join(out, "sweep.json"))
@@ -339,7 +370,7 @@ def main(args):
     atomic_write(os.path.join(out, "sweep.md"), text)
     print(text)
     figures = {"sweep": os.path.join(out, "sweep.json"), "table": os.path.join(out, "sweep.md"),
-               "plot": sweep["plot"], "rows": rows}
+               "plot": sweep["plot"], "rows": rows, "uniform": uniform}
     print(json_text(figures))
     return figures
 

@@ -27,6 +27,7 @@ from helpers import REPO, run_script
 
 ALPHA = 20.0  # strong enough to empty planes in one epoch of the tiny dataset
 RUN = f"alpha-{ALPHA:g}"
+UNIFORM = ("--uniform", "2")  # the swept fixture's uniform baseline
 
 
 def sweep_args(out, data_root, *extra):
@@ -72,8 +73,8 @@ def in_this_process(patch, start=run_in_process):
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
-    """One sweep on a 50-image CIFAR-10: pretraining, 8 bits, and one alpha's four stages,
-    1 epoch each."""
+    """One sweep on a 50-image CIFAR-10: pretraining, 8 bits, one alpha's four stages and a
+    uniform 2-bit baseline, 1 epoch each."""
     out, data_root = tmp_path_factory.mktemp("sweep"), tmp_path_factory.mktemp("tiny_data")
     make_cifar(data_root, "cifar10", n_train=50, n_test=20)
     threads = torch.get_num_threads()
@@ -81,8 +82,8 @@ def swept(tmp_path_factory):
     try:
         with pytest.MonkeyPatch.context() as patch:
             in_this_process(patch)
-            figures = sweep.main(sweep.get_args_parser().parse_args(sweep_args(out,
-                                                                               str(data_root))))
+            figures = sweep.main(sweep.get_args_parser().parse_args(
+                sweep_args(out, str(data_root), *UNIFORM)))
     finally:
         torch.set_num_threads(threads)
     return out, figures, str(data_root)
@@ -212,6 +213,25 @@ def test_table_rows_are_the_stages_final_lines(swept):
             f"{ft['acc']:.2f} | {scratch_ft['acc']:.2f} |") in table
 
 
+def test_uniform_rows_are_the_8_bit_start_and_the_finetuned_uniform_model(swept):
+    out, figures, _ = swept
+    start, converted = stage_line(out / "float-8"), stage_line(out / "uniform-2" / "convert")
+    finetuned = stage_line(out / "uniform-2" / "finetune")
+    assert figures["uniform"] == [
+        {"bits": 8, "avg_bits": 8.0, "comp": 4.0, "convert_acc": start["acc"],
+         "finetune_acc": None},
+        {"bits": 2, "avg_bits": 2.0, "comp": 16.0, "convert_acc": converted["acc"],
+         "finetune_acc": finetuned["acc"]}]
+    # every tensor at 2 bits, or at 0 where all its codes round to zero
+    assert {b for bits in converted["scheme"].values() for b in bits} <= {0, 2}
+    assert finetuned["scheme"] == converted["scheme"]
+    assert len((out / "uniform-2" / "finetune" / "log.txt").read_text().splitlines()) == 2
+    table = (out / "sweep.md").read_text()
+    assert (f"| 2 | 2.000 | 16.00x | {converted['acc']:.2f} | {finetuned['acc']:.2f} |"
+            in table)
+    assert f"| 8 | 8.000 | 4.00x | {start['acc']:.2f} |  |" in table
+
+
 def test_each_stage_ran_one_epoch_and_bsq_wrote_its_scheme(swept):
     out, _, _ = swept
     for stage in ("float", f"{RUN}/bsq", f"{RUN}/finetune", f"{RUN}/scratch-ft"):
@@ -228,7 +248,7 @@ def test_each_stage_ran_one_epoch_and_bsq_wrote_its_scheme(swept):
 def test_rerun_reuses_finished_stages(swept):
     out, figures, data_root = swept
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("**/stdout.txt")}
-    again = sweep.main(sweep.get_args_parser().parse_args(sweep_args(out, data_root)))
+    again = sweep.main(sweep.get_args_parser().parse_args(sweep_args(out, data_root, *UNIFORM)))
     assert again["rows"] == figures["rows"]
     assert {p: p.stat().st_mtime_ns for p in out.glob("**/stdout.txt")} == stamps
 
@@ -254,7 +274,8 @@ def test_every_training_stage_is_a_tensorboard_run(swept):
     """``tensorboard --logdir OUT`` shows each training stage as its own run, side by side."""
     out, figures, _ = swept
     runs = EventMultiplexer().AddRunsFromDirectory(str(out)).Reload().Runs()
-    assert set(runs) == {"float", f"{RUN}/bsq", f"{RUN}/finetune", f"{RUN}/scratch-ft"}
+    assert set(runs) == {"float", f"{RUN}/bsq", f"{RUN}/finetune", f"{RUN}/scratch-ft",
+                         "uniform-2/finetune"}
     assert all("test/acc" in tags["scalars"] for tags in runs.values())
 
 

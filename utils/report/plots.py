@@ -172,10 +172,12 @@ def plot_curves(log, path, requant_epochs=(), final=None, title="training curves
     return _save(curves_figure(log, requant_epochs, final, title, note), path)
 
 
-def plot_tradeoff(rows, path, float_acc=None, title="accuracy vs compression"):
+def plot_tradeoff(rows, path, float_acc=None, title="accuracy vs compression", uniform=()):
     """A sweep's accuracy against compression, one point per alpha (``sweep.json``'s rows).
 
-    Series: BSQ before finetuning, BSQ after, and training from scratch at BSQ's scheme.
+    Series: BSQ before finetuning, BSQ after, and training from scratch at BSQ's scheme; the
+    ``uniform`` points (``sweep.json``'s ``uniform``: a precision for every layer, finetuned or,
+    BSQ's starting point, as converted) and the float model as a line.
     """
     plt = pyplot()
     rows = sorted(rows, key=lambda r: r["comp"])
@@ -192,6 +194,14 @@ def plot_tradeoff(rows, path, float_acc=None, title="accuracy vs compression"):
         if y is not None:
             ax.annotate(f"alpha {r['alpha']:g}", (r["comp"], y), textcoords="offset points",
                         xytext=(4, 4), fontsize=7)
+    points = [(u["comp"], u["convert_acc"] if u["finetune_acc"] is None else u["finetune_acc"],
+               u["bits"]) for u in sorted(uniform, key=lambda u: u["comp"])]
+    if points:
+        ax.plot([c for c, _, _ in points], [a for _, a, _ in points], "D", color="black",
+                label="uniform precision (+ finetune)")
+        for c, a, bits in points:
+            ax.annotate(f"{bits} bits", (c, a), textcoords="offset points", xytext=(4, -10),
+                        fontsize=7)
     if float_acc is not None:
         ax.axhline(float_acc, color="gray", lw=0.8, ls="-.", label="float model")
     ax.set_xlabel("compression 32 TP/TB (x)")
