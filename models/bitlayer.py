@@ -16,12 +16,14 @@ Parameter names, shapes and order are the original release's (``scale`` and ``bi
 0-dim, as in every bit checkpoint the release writes), so state dicts and optimizer states move
 between the two by at most a ``module.`` prefix.
 
-Where the release computes otherwise than the method, the layer follows the release unless its
-``corrections`` (``utils/quant/corrections.py``) say otherwise: an all-zero tensor keeps one zero
-plane at precision 1 (and in finetune form goes to precision 0, outputting zero while its gradient
-passes straight through, as in the release), the finetune form drops the classifier bias from
-the forward pass, and ``to_float_`` of the bits form is ``scale * sum_i (p_i - n_i) e_i``. With
-``corrections.zero_precision``, precision 0 outputs zero and gets no gradient, so it stays zero.
+A layer computes the method (``corrections=CORRECTED``, the default): an all-zero tensor goes to
+precision 0, outputs zero and gets no gradient, so it stays zero. The release computes a few
+things otherwise, and a layer given ``corrections`` without them (``RELEASE``, what the
+release's own network gets on the command line; ``utils/quant/corrections.py``) follows it: an
+all-zero tensor keeps one zero plane at precision 1 (and in finetune form goes to precision 0,
+outputting zero while its gradient passes straight through), the finetune form of a linear layer
+drops its bias from the forward pass (the release's classifier), and ``to_float_`` of the bits
+form is ``scale * sum_i (p_i - n_i) e_i``.
 """
 from typing import NamedTuple
 
@@ -30,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.quant.bits import drop_planes, encode, plane_value, quantize, requantize
-from utils.quant.corrections import RELEASE
+from utils.quant.corrections import CORRECTED
 from utils.quant.ste import WeightQuant, levels
 
 FORMS = ("float", "bits", "finetune")
@@ -55,7 +57,7 @@ class BitLayer:
     ``self.nbits`` maps ``"weight"``/``"bias"`` to the precision of each present tensor.
     """
 
-    def _init_bits(self, nbits=8, corrections=RELEASE):
+    def _init_bits(self, nbits=8, corrections=CORRECTED):
         self.corrections = corrections
         self.form = "float"
         self.slots = ("weight",) if self.bias is None else ("weight", "bias")
@@ -91,9 +93,10 @@ class BitLayer:
         return slot in self.slots and not self._left_out(self.form, slot)
 
     def _left_out(self, form, slot):
-        """The release's finetune forward has no classifier bias (``corrections.fc_bias``: it
-        keeps it)."""
-        return form == "finetune" and slot == "bias" and not self.corrections.fc_bias
+        """The release's finetune forward has no classifier bias: a linear layer's bias, without
+        ``corrections.fc_bias`` (conv biases always stay)."""
+        return (form == "finetune" and slot == "bias" and isinstance(self, nn.Linear)
+                and not self.corrections.fc_bias)
 
     def _build(self, slot, scale):
         """``scale * Q_N(w)`` with w from the planes (bits form) or the finetune weight.
@@ -303,12 +306,12 @@ class BitLayer:
 class BitConv2d(BitLayer, nn.Conv2d):
     """``nn.Conv2d`` whose weight (and bias) are BSQ-quantized (see the module docstring)."""
 
-    def __init__(self, *args, nbits=8, corrections=RELEASE, **kwargs):
+    def __init__(self, *args, nbits=8, corrections=CORRECTED, **kwargs):
         super().__init__(*args, **kwargs)
         self._init_bits(nbits, corrections)
 
     @classmethod
-    def from_conv(cls, conv, nbits=8, corrections=RELEASE):
+    def from_conv(cls, conv, nbits=8, corrections=CORRECTED):
         """The bit layer of ``conv``, in float form: every attribute of the convolution (stride,
         padding, dilation, groups, padding mode) and its weight and bias as they are (the same
         parameters). Draws no random numbers."""
@@ -324,12 +327,12 @@ class BitConv2d(BitLayer, nn.Conv2d):
 class BitLinear(BitLayer, nn.Linear):
     """``nn.Linear`` whose weight and bias are BSQ-quantized (see the module docstring)."""
 
-    def __init__(self, *args, nbits=8, corrections=RELEASE, **kwargs):
+    def __init__(self, *args, nbits=8, corrections=CORRECTED, **kwargs):
         super().__init__(*args, **kwargs)
         self._init_bits(nbits, corrections)
 
     @classmethod
-    def from_linear(cls, linear, nbits=8, corrections=RELEASE):
+    def from_linear(cls, linear, nbits=8, corrections=CORRECTED):
         """The bit layer of ``linear``, in float form, with its weight and bias as they are (the
         same parameters). Draws no random numbers."""
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None,

@@ -5,7 +5,7 @@ import functools
 import torch
 
 from utils.quant.bits import FLOAT_BITS, clamp_
-from utils.quant.corrections import RELEASE
+from utils.quant.corrections import CORRECTED
 from utils.quant.regularizer import bit_group_lasso
 
 from .bitlayer import FORMS, BitLayer
@@ -28,7 +28,7 @@ class BitModel:
     and ``release_clamp`` (the release's clamp by parameter name, or None).
     """
 
-    corrections = RELEASE
+    corrections = CORRECTED
     arch_spec = {}
     release_clamp = None
 
@@ -159,12 +159,14 @@ class BitModel:
         clamp_(targets, *CLAMP[form])
 
 
-def make_bit_model(net, arch_spec=None, corrections=RELEASE, release_clamp=None, forward=None):
+def make_bit_model(net, arch_spec=None, corrections=CORRECTED, release_clamp=None, forward=None):
     """``net`` (whose layers ``models/swap.py`` made bit layers) as a ``BitModel``, in place.
 
     Its class becomes ``Bit<Class>``, a subclass of ``BitModel`` and of its own class, whose
     ``forward`` is ``forward`` when given (the rewired forward of ``quantize_activations_``).
-    Returns ``net``.
+    ``corrections``: the method (``CORRECTED``) unless given, as for ``to_bit_layers_``, whose
+    layers carry their own; ``release_clamp``: the release network's clamp by parameter name,
+    used without ``corrections.clamp``. Returns ``net``.
     """
     base = type(net)
     net.__class__ = _bit_class(base) if forward is None else type(

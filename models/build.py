@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import torch
 
-from utils.quant.corrections import RELEASE
+from utils.quant.corrections import CORRECTED
 
 from .activation import ActQuantizer
 from .bitmodel import make_bit_model
@@ -26,7 +26,7 @@ from .registry import MODEL_FLAGS, ArchError, get_arch
 from .swap import quantize_activations_, to_bit_layers_
 
 
-def build_model(arch="resnet", num_classes=10, act=4, corrections=RELEASE, **flags):
+def build_model(arch="resnet", num_classes=10, act=4, corrections=CORRECTED, **flags):
     """The network ``arch`` (a registry name or ``file.py:factory``) as a ``BitModel`` in float
     form, on the CPU, with the model ``flags`` it reads (``depth``, ``widen_factor``, ...: left
     out or None, the entry's defaults); other keyword arguments go to the entry's builder as they

@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.cli.errors import BSQError
-from utils.quant.corrections import RELEASE
+from utils.quant.corrections import CORRECTED
 
 from .activation import ActQuantizer
 from .bitlayer import BitConv2d, BitLayer, BitLinear
@@ -62,7 +62,7 @@ class TraceError(BSQError):
 
 
 def to_bit_layers_(net, *, include=("*",), exclude=(), types=tuple(SWAPS), nbits=8,
-                   corrections=RELEASE):
+                   corrections=CORRECTED):
     """Replace, in place, every layer of ``net`` whose type is one of ``types`` (``nn.Conv2d``,
     ``nn.Linear``) and whose qualified name matches a pattern of ``include`` and none of
     ``exclude`` by its bit layer, in float form. Returns the names replaced, in module order."""

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from models import BitConv2d, BitLinear
 from utils.quant.bits import drop_planes, encode, plane_value, requantize
-from utils.quant.corrections import CORRECTED
+from utils.quant.corrections import CORRECTED, RELEASE
 
 import release_arith as release
 
@@ -153,7 +153,7 @@ def test_requantize_is_the_release_arithmetic_bit_for_bit(state, thre, bias):
     """Planes, scale and precision equal the release's at every threshold, for weights and for
     the classifier's bias."""
     p, n, scale, nbits = state
-    ours = requantize(p, n, scale, nbits, thre, bias=bias)
+    ours = requantize(p, n, scale, nbits, thre, RELEASE, bias=bias)
     theirs = release.requantize(p, n, scale, nbits, thre, bias)
     assert all(torch.equal(a, b) for a, b in zip(ours[:3], theirs[:3])) and ours[3] == theirs[3]
 
@@ -174,7 +174,7 @@ def test_the_corrected_requantize_is_the_releases_at_threshold_zero(state):
     all-zero tensor: precision 0 with ``--corrected``, one zero plane in the release."""
     p, n, scale, nbits = state
     ours = requantize(p, n, scale, nbits, 0.0, CORRECTED)
-    theirs = requantize(p, n, scale, nbits, 0.0)
+    theirs = requantize(p, n, scale, nbits, 0.0, RELEASE)
     assert all(torch.equal(a, b) for a, b in zip(ours[:3], theirs[:3]))
     assert max(ours[3], 1) == theirs[3] and (ours[3] > 0 or not theirs[0].any())
 
@@ -195,7 +195,7 @@ def test_the_releases_slicing_loses_the_first_of_two_sparse_msbs():
     saturation, its bias does not; here the sums equal 1, so both stay exact."""
     code = torch.tensor([4, 2] + [1] * 18)  # 5% and 5% in the two MSB planes
     p, n = encode(code, 3)
-    release_p = requantize(p, n, torch.tensor(1.0), 3, 15.0)
+    release_p = requantize(p, n, torch.tensor(1.0), 3, 15.0, RELEASE)
     method_p = requantize(p, n, torch.tensor(1.0), 3, 15.0, CORRECTED)
     assert release_p[3] == method_p[3] == 1
     assert decode(*release_p[:2]).tolist()[:3] == [0, 1, 1]

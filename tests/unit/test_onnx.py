@@ -174,7 +174,7 @@ def test_a_checkpoint_in_the_releases_layout_exports_its_forward(tmp_path, form)
     model = mixed_model(act=2, form=form, corrections=RELEASE).eval()
     path = tmp_path / "release.pth.tar"
     torch.save(release_layout(model), path)
-    loaded, _ = load_model(str(path), depth=8, act=2)
+    loaded, _ = load_model(str(path), depth=8, act=2, corrections=RELEASE)
     sess = graph.session(graph.build_graph(loaded.eval()).SerializeToString())
     x = torch.randn(8, 3, 32, 32)
     with torch.no_grad():

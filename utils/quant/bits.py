@@ -14,7 +14,7 @@ import functools
 
 import torch
 
-from utils.quant.corrections import RELEASE
+from utils.quant.corrections import CORRECTED
 from utils.quant.ste import SMALLEST_POSITIVE, levels
 
 MAX_BITS = 8  # the highest precision of a quantized tensor
@@ -63,7 +63,7 @@ def quantize(x, nbits):
     return code.long(), s
 
 
-def requantize(p, n, scale, nbits, thre=0.0, corrections=RELEASE, bias=False):
+def requantize(p, n, scale, nbits, thre=0.0, corrections=CORRECTED, bias=False):
     """Steps 1 and 2 of docs/method.md, "Re-quantization and precision adjustment".
 
     1. Round the continuous planes to the code ``round(w (2^N - 1))``; if a magnitude exceeds
