@@ -14,7 +14,8 @@ from .bitlayer import BitConv2d, BitLayer, BitLinear
 from .bitmodel import BitModel, make_bit_model
 from .build import build_model
 from .flags import add_model_flags, arch_title, input_defaults, model_config
-from .registry import ARCHS, MODEL_FLAGS, Arch, ArchError, get_arch, register
+from .registry import ARCHS, MODEL_FLAGS, Arch, ArchError, register
+from .resolve import get_arch
 from .state import load_model, load_model_state, recorded_config
 from .swap import quantize_activations_, to_bit_layers_
 

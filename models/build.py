@@ -22,7 +22,8 @@ from utils.quant.corrections import CORRECTED
 
 from .activation import ActQuantizer
 from .bitmodel import make_bit_model
-from .registry import MODEL_FLAGS, ArchError, get_arch
+from .registry import MODEL_FLAGS, ArchError
+from .resolve import get_arch
 from .swap import quantize_activations_, to_bit_layers_
 
 

@@ -8,7 +8,8 @@ from utils.cli.flags import number, option
 from utils.data import CROP, IMAGENET, Crops, DataError, image_shapes, num_classes
 from utils.quant.corrections import Corrections
 
-from .registry import ARCHS, FLAG_DEFAULTS, MODEL_FLAGS, ArchError, get_arch
+from .registry import ARCHS, FLAG_DEFAULTS, MODEL_FLAGS, ArchError
+from .resolve import get_arch
 
 
 def add_model_flags(parser):

@@ -1,19 +1,18 @@
-"""Architectures by name: one registry, each entry owning how its network is built, checked,
-titled and read off a state dict.
+"""The registry of architectures: each entry owning how its network is built, checked, titled
+and read off a state dict. A leaf: names are resolved above it (``models/resolve.py``).
 
 An entry's ``build(num_classes, **flags)`` returns the *float* network, exactly as its authors
 define it; ``models.build_model`` then turns it into a bit network with the one swap of
 ``models/swap.py``. So an entry holds no BSQ code, and everything BSQ does works on every entry
 the same way. The CIFAR networks of the release (``models/cifar``) register themselves here;
 ``-a path/to/file.py:factory`` or ``-a package.module:factory`` is a researcher's own network
-(``models/custom.py``); ``-a torchvision.NAME`` (or ``NAME`` where the CIFAR registry has none)
-is torchvision's classification network ``NAME`` (``models/torchvision.py``).
+(``models/custom.py``); ``-a torchvision.NAME`` is torchvision's classification network ``NAME``
+(``models/torchvision.py``); ``models/resolve.py`` turns an ``-a`` text into its entry.
 
 The model flags (``--depth``, ``--widen-factor``, ``--cardinality``, ``--growthRate``,
 ``--compressionRate``, ``--drop``, ``--block-name``) are the release's: each entry reads the ones
 its network takes (``flags``) and ignores the others, as the release's scripts do.
 """
-import difflib
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -93,26 +92,3 @@ def register(arch):
         raise ValueError(f"architecture {arch.name!r} is registered twice")
     ARCHS[arch.name] = arch
     return arch
-
-
-def get_arch(name):
-    """The registry entry ``name``, a researcher's network ``file.py:factory``, or torchvision's
-    ``torchvision.NAME`` (or ``NAME``); ``ArchError`` naming the choices."""
-    from .custom import custom_arch, is_custom  # these build Arch entries themselves
-    from .torchvision import PREFIX, names, torchvision_arch
-
-    if name in ARCHS:
-        return ARCHS[name]
-    if is_custom(name):
-        return custom_arch(name)
-    entry = torchvision_arch(name)
-    if entry is not None:
-        return entry
-    if name.endswith(".py"):
-        raise ArchError(f"-a {name}: a network of your own is named with the function that "
-                        f"builds it: -a {name}:FACTORY (e.g. -a {name}:net)")
-    close = difflib.get_close_matches(name.removeprefix(PREFIX), [*ARCHS, *names()], n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
-    raise ArchError(f"-a {name} is not an architecture: {hint}use one of {', '.join(ARCHS)}, "
-                     f"torchvision's classification networks as {PREFIX}NAME (e.g. "
-                     f"{PREFIX}resnet50), or your own network as path/to/file.py:factory")

@@ -13,7 +13,7 @@ from utils.store.checkpoint import (
 )
 
 from .build import build_model, check_network
-from .registry import get_arch
+from .resolve import get_arch
 
 RECORDED = ("arch", "num_classes", "act")  # besides the architecture's own flags
 

@@ -128,7 +128,9 @@ def test_forms_round_trip_with_the_forward_unchanged(key):
 
 @pytest.mark.parametrize("key", TINY)
 def test_a_bsq_step_lowers_the_regularizer_and_clamps_no_batchnorm(key):
-    model = build(key, corrections=get_arch(arch(key)).release and CORRECTED or CORRECTED)
+    """The method's step (``build``'s default): the clamp takes bit planes only, on every
+    network; the release's ResNet clamps its shortcut BatchNorm only with ``RELEASE``."""
+    model = build(key)
     model.to_bits_(4).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     tp, x, y = model.size()[0], images(4), torch.arange(4)
