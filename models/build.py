@@ -7,12 +7,13 @@
    ReLU6 and the per-batch max-scaled quantizer for ``--act`` 4..8, PACT for 1..3, none for 0.
 4. The network becomes a ``BitModel`` (``make_bit_model``).
 
-The release quantized one network, its CIFAR ResNet, and computes a few things there that the
-method does not (``utils/quant/corrections.py``). Two of them are about that network itself, its
-clamp by parameter name and its finetune form without the classifier bias: every other network
-computes them as ``--corrected`` does, since the release has no behaviour to follow there. The
-third, ``--act 0`` as PACT clipping without a quantizer, is the release ResNet's too; elsewhere
-``--act 0`` leaves the activations as they are.
+The method is computed on every network. The release quantized one network, its CIFAR ResNet,
+and three of the things it computes otherwise belong to that network itself: its clamp by
+parameter name, its finetune form without the classifier bias, and ``--act 0`` as PACT clipping
+without a quantizer. They are its registry entry's ``ReleasePolicy``, applied unless
+``corrections`` turn them off (``--corrected``); an entry without a policy computes the method
+whatever ``corrections`` say of them, since the release has no behaviour to follow there.
+``--act 0`` then leaves the activations as they are.
 """
 from dataclasses import replace
 
@@ -37,7 +38,8 @@ def build_model(arch="resnet", num_classes=10, act=4, corrections=CORRECTED, **f
     entry = get_arch(arch)
     extras = {k: flags.pop(k) for k in list(flags) if k not in MODEL_FLAGS}
     config = {**entry.config(flags), **extras}
-    if not entry.release:
+    policy = entry.policy
+    if policy is None:  # the release's network-level behaviours exist on its own network only
         corrections = replace(corrections, clamp=True, fc_bias=True)
     try:
         net = entry.build(num_classes=num_classes, **config)
@@ -47,10 +49,10 @@ def build_model(arch="resnet", num_classes=10, act=4, corrections=CORRECTED, **f
         raise ArchError(f"-a {entry.name} does not take {', '.join(extras)} ({e})") from None
     to_bit_layers_(net, exclude=entry.float_layers, corrections=corrections)
     forward = None
-    if act or entry.release:
+    if act or (policy is not None and policy.act0_clips):
         forward = quantize_activations_(net, lambda: ActQuantizer(act))
     spec = {"arch": entry.name, **config, "num_classes": num_classes, "act": act}
-    return make_bit_model(net, spec, corrections, entry.release_clamp, forward)
+    return make_bit_model(net, spec, corrections, policy and policy.clamp, forward)
 
 
 def check_network(model, shapes):

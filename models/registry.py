@@ -30,6 +30,21 @@ class ArchError(BSQError):
 
 
 @dataclass(frozen=True)
+class ReleasePolicy:
+    """What the release computes on its own network (``-a resnet``) where the method does not.
+
+    ``models.build_model`` applies it unless ``--corrected`` (``Corrections.clamp`` and
+    ``fc_bias``); every other network computes the method. ``clamp(name, form)``: whether the
+    release's post-step clamp, which chooses parameters by name, hits the parameter ``name`` in
+    ``form`` (``"bits"`` or ``"finetune"``); the finetune form leaves the classifier bias out of
+    the forward pass; ``act0_clips``: ``--act 0`` keeps PACT clipping without a quantizer
+    (elsewhere it leaves the activations as they are).
+    """
+    clamp: Callable
+    act0_clips: bool = True
+
+
+@dataclass(frozen=True)
 class Arch:
     """One architecture.
 
@@ -39,8 +54,8 @@ class Arch:
     ``title(flags)``: a human name, e.g. ``ResNet-20``. ``float_layers``: name patterns of convs
     and linears that stay float. ``describe(state)``: what a state dict without an ``arch``
     record shows of the flags (``{"depth": 20, "num_classes": 10}``), for the release's files.
-    ``release_clamp(name, form)``: the release's own network only; it also turns on the
-    release's other network-level behaviours (``models.build_model``). ``input_size``: the
+    ``policy``: the release's own network only (``ReleasePolicy``), what the release computes
+    on it where the method does not; applied unless ``--corrected``. ``input_size``: the
     ``(C, H, W)`` it is made for (ImageNet's crops default to its H), None: the data's.
     ``foreign_keys``: name patterns of state-dict entries its authors' weight files hold and
     this network leaves out (Inception-V3's auxiliary classifier), dropped on loading.
@@ -56,7 +71,7 @@ class Arch:
     title: Optional[Callable] = None
     float_layers: tuple = ()
     describe: Optional[Callable] = None
-    release_clamp: Optional[Callable] = None
+    policy: Optional["ReleasePolicy"] = None
     input_size: Optional[tuple] = (3, 32, 32)
     foreign_keys: tuple = ()
     check_input: Optional[Callable] = None
@@ -64,7 +79,7 @@ class Arch:
     @property
     def release(self):
         """Whether this is the release's own quantized network (``-a resnet``)."""
-        return self.release_clamp is not None
+        return self.policy is not None
 
     def config(self, flags):
         """The flags this network reads, from ``flags`` (model flags; the release's defaults for

@@ -73,12 +73,14 @@ def to_bit_layers_(net, *, include=("*",), exclude=(), types=tuple(SWAPS), nbits
     return [name for name, _ in chosen]
 
 
-def quantize_activations_(net, quantizer):
+def quantize_activations_(net, quantizer, float_stem=True):
     """Give each ReLU/ReLU6 call site of ``net`` but the stem's its own ``quantizer()`` (see the
-    module docstring); ``net`` is changed in place, and ``net.activation_sites`` lists every
-    activation call site, quantized or not and why (``_activation_report``). Returns the forward
-    function the network needs now (``forward(self, *inputs)``), or None when its own forward
-    still holds."""
+    module docstring). ``float_stem``: the stem's stays float, the rule of every network here (as
+    the release keeps its ResNet's stem ReLU plain, and as quantization work commonly keeps the
+    first layer's activations at full precision); False quantizes it too. ``net`` is changed in
+    place, and ``net.activation_sites`` lists every activation call site, quantized or not and
+    why (``_activation_report``). Returns the forward function the network needs now
+    (``forward(self, *inputs)``), or None when its own forward still holds."""
     graphs = {mode: trace(net, mode) for mode in (True, False)}
     sites = {mode: _sites(graph, net) for mode, graph in graphs.items()}
     order = [key for key, _ in sites[True]] + [key for key, _ in sites[False]]
@@ -87,7 +89,8 @@ def quantize_activations_(net, quantizer):
         net.activation_sites = _activation_report(graphs[True], kinds, [], {}, None)
         return None
     first = bool(sites[True])  # the train graph's sites, unless only eval mode has any
-    stem = order[0] if _first_activation(graphs[first], net) is sites[first][0][1] else None
+    stem = order[0] if float_stem and _first_activation(graphs[first], net) is sites[first][0][1] \
+        else None
     calls = {}  # module name -> number of calls (max over the modes)
     for mode in graphs:
         for (kind, path, _), _ in sites[mode]:

@@ -8,15 +8,15 @@ block get a quantizer (the stem's ReLU stays plain: the rule of ``models/swap.py
 registration order and initialisation are the release's, so its checkpoints load, its optimizer
 states line up and a seed draws its initial weights.
 
-What exists here only to match the release (``RESNET.release``): the clamp that chooses
-parameters by name (``release_clamped``), the finetune form without the classifier bias, and
-``--act 0`` as PACT clipping without a quantizer.
+What exists here only to match the release is its entry's ``ReleasePolicy``
+(``models/registry.py``): the clamp that chooses parameters by name (``release_clamped``), the
+finetune form without the classifier bias, and ``--act 0`` as PACT clipping without a quantizer.
 """
 import math
 
 import torch.nn as nn
 
-from ..registry import Arch, register
+from ..registry import Arch, ReleasePolicy, register
 
 
 def conv3x3(inplanes, planes, stride=1):
@@ -129,4 +129,4 @@ RESNET = register(Arch(
     "resnet", lambda num_classes, depth: ResNet(depth, num_classes), flags=("depth",),
     defaults={"depth": 20}, check=check, about="the release's CIFAR ResNet",
     title=lambda f: f"ResNet-{f['depth']}", float_layers=(SHORTCUTS,), describe=describe,
-    release_clamp=release_clamped))
+    policy=ReleasePolicy(clamp=release_clamped)))

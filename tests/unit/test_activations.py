@@ -21,6 +21,19 @@ def test_the_release_resnet_reports_its_plain_stem_and_every_block_activation_qu
     assert "layer3.0.relu2 ReLU         4 bits" in text
 
 
+def test_float_stem_false_quantizes_the_stem_too():
+    from models import make_bit_model, quantize_activations_, to_bit_layers_
+    from models.cifar.resnet import ResNet
+
+    net = ResNet(8, 10)
+    to_bit_layers_(net)
+    forward = quantize_activations_(net, lambda: ActQuantizer(4), float_stem=False)
+    model = make_bit_model(net, {"arch": "resnet", "num_classes": 10, "act": 4}, forward=forward)
+    rows = model.activation_report()
+    assert rows[0]["site"] == "relu" and rows[0]["bits"] == 4 and rows[0]["why"] is None
+    assert len(quantizer_names(model)) == len(rows) == 7
+
+
 def test_a_silu_stem_leaves_every_relu_after_it_quantized():
     model = build_model("nets:silu_stem", act=3)
     rows = model.activation_report()
