@@ -169,24 +169,28 @@ def processes_of(folder):
     return found
 
 
-def test_ctrl_c_of_the_sweep_stops_its_local_jobs(tmp_path, swept):
-    """SIGINT to the driver alone: its jobs are cancelled and their scripts end with them."""
+@pytest.mark.parametrize("stop, started", [
+    (signal.SIGINT, signal.SIG_DFL),  # Ctrl-C in a terminal
+    (signal.SIGTERM, signal.SIG_IGN)])  # kill of `nohup python sweep.py ... &`: SIGINT ignored
+def test_stopping_the_sweep_stops_its_local_jobs(tmp_path, swept, stop, started):
+    """A signal to the driver alone: its jobs are cancelled and their scripts end with them, also
+    when the sweep was started in the background, whose processes inherit SIGINT ignored."""
     out, _, data_root = swept
     args = sweep_args(tmp_path / "stopped", data_root, "--float-model",
-                      str(out / "float" / "model_best.pth.tar"), "--manualSeed", "0")
+                      str(out / "float" / "model_best.pth.tar"), "--manualSeed", "0",
+                      "--epochs-scale", "0.5")  # a BSQ stage of 175 epochs: it must be stopped
     driver = subprocess.Popen([sys.executable, os.path.join(REPO, "sweep.py"), *args],
                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True,
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                              text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, started))
     bsq = tmp_path / "stopped" / RUN / "bsq"
     deadline = time.monotonic() + 300
     while not (bsq / "stdout.txt").exists():
         assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
         time.sleep(0.05)
     assert processes_of(bsq)
-    driver.send_signal(signal.SIGINT)
+    driver.send_signal(stop)
     _, err = driver.communicate(timeout=120)
-    assert driver.returncode == 130, err
+    assert driver.returncode == 128 + stop, err
     assert err.splitlines()[-1].startswith("error: interrupted; the running stages' jobs were "
                                            "cancelled")
     deadline = time.monotonic() + 30

@@ -265,6 +265,11 @@ class LocalLauncher(Launcher):
     def __init__(self, resources):
         super().__init__(resources)
         self.gpus = visible_gpus()
+        # submitit cancels a local job with SIGINT. A sweep started in the background (``nohup
+        # python sweep.py ... &``) inherits SIGINT ignored, and so would its jobs, which then
+        # outlive their cancellation; caught here, SIGINT is at its default in every job.
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def env(self, slot):
         gpus = gpus_for(slot, self.gpus, self.resources.gpus)
