@@ -12,7 +12,6 @@ draws from the random generators; ``--corrected`` turns on our corrections.
 import os
 
 from models import add_model_flags, arch_title, load_model, model_config
-from utils.cli.console import summary, times
 from utils.cli.errors import run_main
 from utils.cli.flags import (
     Parser,
@@ -21,10 +20,11 @@ from utils.cli.flags import (
     add_corrected_flag,
     add_training_flags,
 )
+from utils.cli.release import RELEASE_CHECKPOINT, RELEASE_DEFAULTS
 from utils.cli.setup import check_form, check_resumed_form, prepare
 from utils.data import image_shapes
-from utils.release import RELEASE_CHECKPOINT, RELEASE_DEFAULTS
 from utils.report.board import open_board
+from utils.report.console import summary, times
 from utils.report.scheme import scheme_report, write_scheme_json
 from utils.store.checkpoint import checkpoint_state, read_scheme, save_checkpoint
 from utils.store.rundir import interrupted, open_run

@@ -9,13 +9,14 @@ import os
 import re
 
 from models import add_model_flags, arch_title, load_model, model_config
-from utils.cli.console import summary
-from utils.cli.errors import BSQError, run_main
+from utils.cli.errors import run_main
 from utils.cli.flags import Parser, add_training_flags
 from utils.cli.setup import prepare
 from utils.data import image_shapes
+from utils.errors import BSQError
 from utils.recipe import RECIPE
 from utils.report.board import open_board
+from utils.report.console import summary
 from utils.store.rundir import interrupted, open_run
 from utils.train.engine import evaluate
 from utils.train.fit import Schedule, fit

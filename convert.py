@@ -11,8 +11,7 @@ becomes a PACT model with every alpha at its initial value; the file records epo
 import os
 
 from models import add_model_flags, load_model, model_config
-from utils.cli.console import summary
-from utils.cli.errors import BSQError, run_main
+from utils.cli.errors import run_main
 from utils.cli.flags import (
     Parser,
     add_bit_flags,
@@ -21,9 +20,11 @@ from utils.cli.flags import (
     add_device_flags,
     add_run_flags,
 )
+from utils.cli.release import RELEASE_CHECKPOINT, RELEASE_DEFAULTS, add_unused_flags
 from utils.cli.setup import prepare
 from utils.data import image_shapes
-from utils.release import RELEASE_CHECKPOINT, RELEASE_DEFAULTS, add_unused_flags
+from utils.errors import BSQError
+from utils.report.console import summary
 from utils.report.scheme import scheme_report
 from utils.store.checkpoint import checkpoint_state, load_checkpoint, read_scheme, save_checkpoint
 from utils.store.rundir import interrupted, open_run

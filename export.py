@@ -21,8 +21,7 @@ from functools import partial
 from models import add_model_flags, input_defaults, load_model, model_config
 from models.onnx import compare, graph_sizes, logits, session
 from models.packed import pack, same_weights, sizes, unpack
-from utils.cli.console import summary, times
-from utils.cli.errors import BSQError, run_main
+from utils.cli.errors import run_main
 from utils.cli.flags import (
     Parser,
     add_data_flags,
@@ -32,7 +31,9 @@ from utils.cli.flags import (
 )
 from utils.cli.setup import loaders, setup
 from utils.data import input_shape, num_classes
+from utils.errors import BSQError
 from utils.quant.bits import FLOAT_BITS
+from utils.report.console import summary, times
 from utils.store.files import atomic_write
 from utils.store.rundir import check_writable
 from utils.train.engine import evaluate

@@ -11,8 +11,9 @@ sweep's accuracy against compression, from ``sweep.json``.
 """
 import os
 
-from utils.cli.errors import BSQError, run_main
+from utils.cli.errors import run_main
 from utils.cli.flags import Parser
+from utils.errors import BSQError
 from utils.report.plots import plot_folder
 
 

@@ -46,8 +46,7 @@ from dataclasses import dataclass
 
 from models import MODEL_FLAGS, add_model_flags, arch_title, model_config
 from models.flags import CROP_FLAGS
-from utils.cli.console import times
-from utils.cli.errors import BSQError, run_main
+from utils.cli.errors import run_main
 from utils.cli.flags import (
     TRAIN_BATCH,
     Parser,
@@ -59,10 +58,12 @@ from utils.cli.flags import (
     add_speed_flags,
     add_threshold_flag,
     number,
-    option,
 )
+from utils.errors import BSQError
+from utils.names import option
 from utils.quant.bits import MAX_BITS
 from utils.recipe import RECIPE, recipe_for
+from utils.report.console import times
 from utils.report.plots import MissingExtra, plot_tradeoff
 from utils.store.files import atomic_write, json_text, write_json
 from utils.sweep.launchers import Resources, add_launcher_flags, make_launcher

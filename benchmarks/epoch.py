@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models import build_model  # noqa: E402
 from utils.data.cifar import DeviceLoader  # noqa: E402
-from utils.release import OnDevice, release_loaders  # noqa: E402
+from utils.data.release import OnDevice, release_loaders  # noqa: E402
 from utils.train.engine import Speed, build_steps, make_optimizer, train_one_epoch  # noqa: E402
 
 

@@ -4,8 +4,9 @@ The flags of every architecture are accepted by every script, as in the release;
 reads the ones it takes (``models/registry.py``). ``model_config`` turns them into
 ``build_model``'s arguments and checks them against the architecture before any work.
 """
-from utils.cli.flags import number, option
+from utils.cli.flags import number
 from utils.data import CROP, IMAGENET, Crops, DataError, image_shapes, num_classes
+from utils.names import option
 from utils.quant.corrections import Corrections
 
 from .registry import ARCHS, FLAG_DEFAULTS, MODEL_FLAGS, ArchError

@@ -42,9 +42,9 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from torch.fx.passes.shape_prop import ShapeProp
 
-from utils.cli.errors import BSQError
+from utils.errors import BSQError
 from utils.quant.ste import SMALLEST_POSITIVE, levels
-from utils.train.engine import meters
+from utils.report.meters import meters
 
 from .activation import ActQuantizer
 from .bitlayer import BitLayer

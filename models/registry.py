@@ -16,7 +16,7 @@ its network takes (``flags``) and ignores the others, as the release's scripts d
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from utils.cli.errors import BSQError
+from utils.errors import BSQError
 
 # The architecture flags (argparse dests) and the release's defaults of those with one; --depth's
 # (29) fits few networks, so each network has its own (Arch.defaults).

@@ -2,7 +2,7 @@
 network in whatever form it was saved (ours or the release's files)."""
 import fnmatch
 
-from utils.cli.flags import option
+from utils.names import option
 from utils.quant.corrections import CORRECTED, RELEASE
 from utils.store.checkpoint import (
     CheckpointError,

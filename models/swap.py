@@ -33,7 +33,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.cli.errors import BSQError
+from utils.errors import BSQError
 from utils.quant.corrections import CORRECTED
 
 from .activation import ActQuantizer

@@ -8,7 +8,7 @@ import pytest
 
 import export
 from models.packed import pack
-from utils.cli.errors import BSQError
+from utils.errors import BSQError
 from utils.store.checkpoint import checkpoint_state, save_checkpoint
 
 from helpers import last_json, mixed_model, run_script

@@ -141,7 +141,7 @@ def test_a_run_that_empties_every_layer_reports_null_compression(tmp_path, cifar
     assert report["totals"]["compression"] is None and report["totals"]["TB"] == 0
 
 
-TIME = r"(\d+h\d\dm|\d+m\d\ds|\d+s)"  # utils.cli.console.duration
+TIME = r"(\d+h\d\dm|\d+m\d\ds|\d+s)"  # utils.report.console.duration
 
 
 def test_without_a_terminal_progress_lines_and_the_time_left_appear(tmp_path, cifar10_root):

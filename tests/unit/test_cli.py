@@ -7,9 +7,9 @@ import re
 import pytest
 
 from models import ArchError, model_config
-from utils.cli.console import Progress, duration
 from utils.cli.flags import number
 from utils.recipe import RECIPE
+from utils.report.console import Progress, duration
 
 SCRIPTS = ["cifar_train", "cifar_prune_STE", "cifar_finetune", "convert", "export", "plots",
            "sweep"]
@@ -158,7 +158,7 @@ def test_values_are_checked_as_they_are_parsed():
 
 def test_progress_estimates_the_time_left_from_the_pace_so_far(monkeypatch):
     clock = iter([0.0, 0.0, 30.0, 30.0])
-    monkeypatch.setattr("utils.cli.console.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("utils.report.console.time.monotonic", lambda: next(clock))
     progress = Progress(epochs=10, first_epoch=4, every=0, stream=open("/dev/null", "w"))
     progress.begin(epoch=4, steps=100)  # 6 epochs to go, the first one starting at t = 0
     assert progress.eta(step=50) == pytest.approx(30.0 / 0.5 * 5.5)  # half an epoch in 30 s

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import utils.data.cifar as data
 from utils.data import build_loaders
 from utils.data.cifar import MEAN, STD, DataError, DeviceLoader, load_cifar, num_classes
-from utils.release import release_loaders
+from utils.data.release import release_loaders
 
 from cifar_fixture import make_cifar
 

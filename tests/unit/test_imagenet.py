@@ -27,9 +27,10 @@ from utils.data.imagenet import (
     samples,
 )
 from utils.recipe import IMAGENET_RECIPE, RECIPE, recipe_for
+from utils.report.meters import meters
 from utils.store import checkpoint as ckpt_io
 from utils.store.files import TEMP_PREFIX
-from utils.train.engine import evaluate, make_optimizer, make_step, meters
+from utils.train.engine import evaluate, make_optimizer, make_step
 
 from imagenet_fixture import CLASSES, make_imagenet
 

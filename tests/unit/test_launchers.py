@@ -9,7 +9,7 @@ import time
 import pytest
 
 import sweep
-from utils.cli.errors import BSQError
+from utils.errors import BSQError
 from utils.sweep.launchers import Resources, gpus_for
 from utils.sweep.stagejob import StageJob
 

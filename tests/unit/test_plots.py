@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models import build_model
-from utils.cli.errors import BSQError
+from utils.errors import BSQError
 from utils.report.scheme import write_scheme_json
 from utils.store.checkpoint import checkpoint_state, save_checkpoint
 from utils.store.epochlog import COLUMNS, EpochLog, read_log

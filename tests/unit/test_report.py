@@ -73,7 +73,7 @@ def test_scheme_json_is_written_atomically_with_the_same_content(tmp_path):
 def test_the_json_line_gives_each_figure_to_4_decimals(capsys):
     """An accuracy counted in fp32 prints as 33.3333, not 33.33333206176758; the compression of a
     model without bits stays null."""
-    from utils.cli.console import summary
+    from utils.report.console import summary
     model = mixed_model()
     acc = float(torch.tensor(100 / 3, dtype=torch.float32))  # 33.33333206176758
     figures = summary(model, acc, acc, "c.pth.tar", acc5=acc, float_acc=None)
@@ -85,7 +85,7 @@ def test_the_json_line_gives_each_figure_to_4_decimals(capsys):
 
 
 def test_each_epoch_line_gives_the_test_passs_top_5():
-    from utils.cli.console import epoch_line
+    from utils.report.console import epoch_line
     row = {"epoch": 3, "lr": 0.01, "train_loss": 0.5, "train_acc": 80.0, "reg": 12.0,
            "test_loss": 0.6, "test_acc": 75.5, "test_acc5": 97.25, "comp": 5.0, "avg_bits": 6.4,
            "seconds": 9.0}

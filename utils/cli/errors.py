@@ -20,7 +20,6 @@ Files are written atomically (``utils/store/files.py``), so an interrupted run l
 checkpoint intact and no temporary file; what ``main`` holds until it ends (``at_exit``: the
 output folder's lock) is released however it ends.
 """
-import contextlib
 import errno
 import importlib.metadata
 import os
@@ -28,6 +27,8 @@ import signal
 import sys
 
 import torch
+
+from utils.errors import BSQError, exit_scope
 
 EXIT_BUG, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 1, 2, 130, 143
 DEBUG_ENV = "BSQ_DEBUG"
@@ -51,11 +52,6 @@ INSTALL = ("reinstall torch and torchvision together from the index of your buil
 CUDA_FAILURES = ("no nvidia driver", "driver version is insufficient", "no kernel image",
                  "busy or unavailable", "driver initialization failed",
                  "not compiled with cuda enabled", "cudnn_status_not_initialized")
-_exit_stack = contextlib.ExitStack()  # what the running run_main releases when main ends
-
-
-class BSQError(Exception):
-    """Base class of the errors whose message names the problem and the fix."""
 
 
 class Terminated(BaseException):
@@ -143,12 +139,6 @@ def describe_environment_error(e):
     return None
 
 
-def at_exit(callback, *args):
-    """Have the running ``run_main`` call ``callback(*args)`` once ``main`` has ended, however it
-    ended (a lock taken before the script's work is released even when loading fails)."""
-    _exit_stack.callback(callback, *args)
-
-
 def fail(message, status):
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
@@ -160,14 +150,12 @@ def run_main(main, parser, argv=None, interrupted=None):
     ``interrupted(args)`` returns what to tell the user after Ctrl-C or SIGTERM (for the
     training scripts: which epoch was saved and the ``--resume`` command).
     """
-    global _exit_stack
     args = parser.parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):  # each line out at once, also into a file or a pipe
         sys.stdout.reconfigure(line_buffering=True)
     previous = signal.signal(signal.SIGTERM, _terminate)
-    outer, _exit_stack = _exit_stack, contextlib.ExitStack()  # run_main may run in run_main
     try:
-        with _exit_stack:
+        with exit_scope():
             return main(args)
     except BSQError as e:
         fail(str(e), EXIT_USAGE)
@@ -189,5 +177,4 @@ def run_main(main, parser, argv=None, interrupted=None):
         fail(f"unexpected {type(e).__name__}: {_one_line(e)} (a bug: please report it with the "
              f"command line; {DEBUG_ENV}=1 shows the traceback)", EXIT_BUG)
     finally:
-        _exit_stack = outer
         signal.signal(signal.SIGTERM, previous)

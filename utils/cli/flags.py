@@ -9,10 +9,10 @@ import argparse
 import difflib
 import math
 
-from utils.cli.errors import BSQError
+from utils.cli.release import RELEASE_DECAY, RELEASE_DEFAULTS, RELEASE_NBITS, RELEASE_SEED
 from utils.data import DATASET_NAMES, LOADERS
+from utils.errors import BSQError
 from utils.quant.bits import MAX_BITS
-from utils.release import RELEASE_DECAY, RELEASE_DEFAULTS, RELEASE_NBITS, RELEASE_SEED
 
 MAX_SEED = 2 ** 32 - 1
 TRAIN_BATCH = 128  # the release's, per process
@@ -245,11 +245,6 @@ def add_output_flags(parser):
         "--no-tensorboard", dest="tensorboard", action="store_false",
         help="write no TensorBoard event files (without it they are written into --checkpoint; "
              "utils/report/board.py)")
-
-
-def option(dest):
-    """The flag of an argparse ``dest``: ``train_batch`` -> ``--train-batch``, ``Prun_Int``."""
-    return "--" + (dest.replace("_", "-") if dest.islower() else dest)
 
 
 def check_flags(args):

@@ -7,10 +7,11 @@ from typing import NamedTuple
 
 import torch
 
-from utils.cli.errors import BSQError
 from utils.cli.flags import check_flags
+from utils.cli.release import RELEASE_SEED
 from utils.data import Crops, build_loaders
-from utils.release import RELEASE_SEED
+from utils.errors import BSQError
+from utils.ranks import world
 from utils.store.rundir import check_run
 from utils.train import distributed
 from utils.train.engine import Speed
@@ -67,10 +68,10 @@ def speed(args, device):
     them off), the other flags as given."""
     if not hasattr(args, "cuda_graphs"):  # a script without speed flags: it only evaluates
         return Speed()
-    one_gpu = device.type == "cuda" and distributed.world()[1] == 1
+    one_gpu = device.type == "cuda" and world()[1] == 1
     if args.cuda_graphs and not one_gpu:
         raise BSQError(f"--cuda-graphs needs a single CUDA GPU, and this run has "
-                       f"{distributed.world()[1]} {device.type} process(es): drop the flag")
+                       f"{world()[1]} {device.type} process(es): drop the flag")
     graphs = one_gpu if args.cuda_graphs is None else args.cuda_graphs
     return Speed(args.amp, args.channels_last, args.compile, graphs)
 
@@ -82,7 +83,7 @@ def loaders(args, device):
     the workers' seeds set the batches of ``--loader release``), without torch's two-line
     warning about it at every epoch."""
     warnings.filterwarnings("ignore", message=r"This DataLoader will create \d+ worker")
-    rank, world_size = distributed.world()
+    rank, world_size = world()
     return build_loaders(args.dataset, args.data_root, getattr(args, "train_batch", 1),
                          args.test_batch, device, args.loader, args.workers,
                          getattr(args, "manualSeed", 0), rank, world_size,

@@ -1,6 +1,6 @@
 """Training and test data: CIFAR-10/100 (``cifar.py``), on the device loader or the release's, and
 ImageNet in the ImageFolder layout (``imagenet.py``), on torchvision's DataLoader path."""
-from utils.release import OnDevice, release_loaders
+from utils.data.release import OnDevice, release_loaders
 
 from . import imagenet
 from .cifar import DATASETS, LOADERS, DataError, DeviceLoader, load_cifar

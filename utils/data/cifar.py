@@ -2,7 +2,7 @@
 
 ``DeviceLoader`` (the default) keeps a whole split on the training device and does
 random crop + flip + normalisation there, batch-vectorised; each epoch's order comes from the
-seed and the epoch. The release's own DataLoader path is ``utils.release.release_loaders``.
+seed and the epoch. The release's own DataLoader path is ``utils.data.release.release_loaders``.
 """
 import os
 import pickle
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.cli.errors import BSQError
+from utils.errors import BSQError
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)

@@ -19,8 +19,8 @@ import importlib.util
 import math
 import os
 
-from utils.cli.errors import BSQError
-from utils.train.distributed import is_main
+from utils.errors import BSQError
+from utils.ranks import is_main
 
 TAGS = {"lr": "train/lr", "train_loss": "train/loss", "train_acc": "train/acc",
         "reg": "train/reg", "test_loss": "test/loss", "test_acc": "test/acc",

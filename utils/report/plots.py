@@ -7,8 +7,8 @@ import json
 import os
 import textwrap
 
-from utils.cli.console import times
-from utils.cli.errors import BSQError
+from utils.errors import BSQError
+from utils.report.console import times
 from utils.report.scheme import finetune_note
 from utils.store.checkpoint import load_checkpoint, read_scheme
 from utils.store.epochlog import read_log

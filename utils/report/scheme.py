@@ -6,10 +6,10 @@ bits form (this report, ``scheme.json``) and at 0 bits in finetune form (``cifar
 ``log.txt``; README, "What --corrected changes", row 3), so where that changes the compression
 the report gives both and says which is which (``finetune_note``).
 """
-from utils.cli.console import times
 from utils.quant.bits import FLOAT_BITS
+from utils.ranks import is_main
+from utils.report.console import times
 from utils.store.files import write_json
-from utils.train.distributed import is_main
 
 FINETUNE_SOURCES = "cifar_finetune.py's log.txt, curves.png, TensorBoard's epoch rows"
 BITS_SOURCES = "this report, scheme.json, precision.png, the final JSON line"

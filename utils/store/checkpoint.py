@@ -14,10 +14,10 @@ import zipfile
 
 import torch
 
-from utils.cli.errors import BSQError
+from utils.errors import BSQError
 from utils.quant.bits import MAX_BITS
+from utils.ranks import is_main
 from utils.store.files import atomic_writer
-from utils.train.distributed import is_main
 
 PREFIX = "module."
 FIELDS = {"epoch": int, "acc": (int, float), "best_acc": (int, float), "optimizer": dict,

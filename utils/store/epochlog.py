@@ -7,9 +7,9 @@ import csv
 import io
 import os
 
-from utils.cli.errors import BSQError
+from utils.errors import BSQError
+from utils.ranks import is_main
 from utils.store.files import atomic_write
-from utils.train.distributed import is_main
 
 COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "reg", "test_loss", "test_acc", "comp",
            "avg_bits", "seconds")

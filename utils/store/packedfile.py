@@ -40,7 +40,7 @@ import zlib
 import numpy as np
 import torch
 
-from utils.cli.errors import BSQError
+from utils.errors import BSQError
 from utils.store.files import atomic_write
 
 MAGIC, VERSION = b"BSQX", 2

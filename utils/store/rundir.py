@@ -15,12 +15,12 @@ import errno
 import fcntl
 import os
 
-from utils.cli.errors import BSQError, at_exit
-from utils.cli.flags import option
+from utils.errors import BSQError, at_exit
+from utils.names import option
+from utils.ranks import is_main
 from utils.store.checkpoint import CheckpointError, load_checkpoint
 from utils.store.epochlog import check_log
 from utils.store.files import FILE_MODE, remove_stale_temps
-from utils.train.distributed import is_main
 
 RUN_FILES = ("checkpoint.pth.tar", "model_best.pth.tar", "log.txt", "best_bin.pth.tar",
              "best_float.pth.tar", "scheme.json")

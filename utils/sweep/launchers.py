@@ -26,9 +26,9 @@ import submitit
 import torch
 from submitit.core.utils import FailedJobError, UncompletedJobError
 
-from utils.cli.console import duration, times
-from utils.cli.errors import BSQError
 from utils.cli.flags import number
+from utils.errors import BSQError
+from utils.report.console import duration, times
 from utils.store.files import write_json
 from utils.sweep.stagejob import STDERR, STDOUT, STOPPED, StageJob, last_line
 

@@ -11,18 +11,8 @@ import sys
 import torch
 import torch.distributed as dist
 
-from utils.cli.errors import BSQError
-
-
-def world():
-    """``(rank, world_size)``: (0, 1) outside torchrun."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def is_main():
-    return world()[0] == 0
+from utils.errors import BSQError
+from utils.ranks import world
 
 
 def init(device_type):

@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from utils.cli.errors import BSQError
+from utils.errors import BSQError
+from utils.ranks import world
+from utils.report.meters import meters, top_k
 from utils.train import distributed
 from utils.train.cudagraphs import CUDAGraphStep
 
@@ -73,33 +75,6 @@ def make_step(model, optimizer, decay=0.0, amp=False, channels_last=False, net=N
     return step
 
 
-def meters(ce, logits, y):
-    """The release's running meters of one batch of n: ``[CE * n, top-1 * n]`` in float64.
-
-    As the release computes them: ``CE`` the batch's mean cross-entropy and ``top-1`` its
-    accuracy in percent, ``correct * (100 / n)`` in fp32, each weighted by n in float64, so that
-    their sums over an epoch divided by its sample count are the release's figures bit for bit.
-    Top-1 is the first index of ``topk``, as the release counts it. Returns a (2,) tensor.
-    """
-    n = y.numel()
-    pred = logits.topk(1, 1, True, True)[1].t()  # (1, n)
-    top1 = pred.eq(y.view(1, -1)).reshape(-1).float().sum(0).mul(100.0 / n)
-    return torch.stack([ce.double() * n, top1.double() * n])
-
-
-TOP_K = 5
-
-
-def top_k(logits, y, k=TOP_K):
-    """``top-k * n`` of one batch of n in float64: the percentage of samples whose class is among
-    the ``k`` largest logits (all of them when there are fewer classes), in the release's
-    arithmetic of top-1, ``correct * (100 / n)`` in fp32. Returns a (1,) tensor."""
-    n = y.numel()
-    pred = logits.topk(min(k, logits.shape[1]), 1, True, True)[1]  # (n, k)
-    hits = pred.eq(y.view(-1, 1)).any(1).float().sum(0).mul(100.0 / n)
-    return hits.double().mul(n).reshape(1)
-
-
 def make_eval_step(model):
     """The test step ``step(x, y)``: ``meters`` of the batch and its ``top_k``, a (3,) float64
     tensor (the first two exactly as the training step's)."""
@@ -129,7 +104,7 @@ def build_steps(model, optimizer, device, speed, decay=0.0, clamp=True):
     the compiled passes itself on one GPU (mode ``reduce-overhead``).
     """
     net = distributed.wrap(model, device)
-    one_gpu = device.type == "cuda" and distributed.world()[1] == 1
+    one_gpu = device.type == "cuda" and world()[1] == 1
     if speed.compile:
         # plane_weights is an lru_cache of a pure function, so tracing through it is exact
         warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_")
@@ -146,7 +121,7 @@ def build_steps(model, optimizer, device, speed, decay=0.0, clamp=True):
 def train_one_epoch(model, loader, step, progress=None):
     """One epoch of ``step`` (see ``make_step``) over ``loader``, ``model`` in train mode.
 
-    ``progress`` (``utils.cli.console.Progress``) is told after every step. Returns ``{"loss",
+    ``progress`` (``utils.report.console.Progress``) is told after every step. Returns ``{"loss",
     "reg", "acc"}``: mean cross-entropy, the regularizer ``B/TP`` at the epoch's last step (0
     when the step has no decay), and training accuracy in percent, all as the release logs them.
     Raises ``NonFiniteLoss`` when the loss is NaN or infinite.

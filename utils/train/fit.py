@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from utils.cli.console import Progress, epoch_line
+from utils.ranks import is_main
 from utils.report.board import NO_BOARD
+from utils.report.console import Progress, epoch_line
 from utils.store.checkpoint import CheckpointError, checkpoint_state, save_checkpoint
 from utils.store.epochlog import EpochLog
 from utils.store.rundir import resume_changes
@@ -109,7 +110,7 @@ def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), de
     log = EpochLog(os.path.join(folder, "log.txt"), start_epoch if resume is not None else None,
                    f"resumed with {changes}" if changes else None)
     progress = Progress(schedule.epochs, start_epoch, progress_every,
-                        quiet=not distributed.is_main())
+                        quiet=not is_main())
     test = {"acc": None}
     for epoch in range(start_epoch, schedule.epochs):
         if before_epoch is not None and before_epoch(epoch):
