@@ -28,7 +28,8 @@ RECIPE = {
 # ImageNet runs are not taken from it here (README, "ImageNet"): they are our choice. Pretraining
 # is that example's: 90 epochs, batch 256, lr 0.1 x0.1 every 30 epochs, weight decay 1e-4 (or
 # torchvision's weight file). BSQ trains on the same schedule, re-quantizing at each lr step
-# (Prun_Int 30: like the CIFAR recipe, three re-quantizations in training and one at the end),
+# (Prun_Int 30: after epochs 30 and 60, and at the end; the CIFAR recipe re-quantizes after 100,
+# 200 and 300, and at the end),
 # and finetuning runs as long as BSQ at a tenth of its lr, as the CIFAR recipe finetunes (300
 # epochs at 0.01 after 350 at 0.1).
 IMAGENET_RECIPE = {

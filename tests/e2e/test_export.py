@@ -63,8 +63,9 @@ def test_onnx_export_evaluates_against_the_checkpoint(tmp_path, cifar10_root):
     onnx.checker.check_model(str(path), full_check=True)
     assert fig["file_bytes"] == os.path.getsize(path) < fig["float_weights_bytes"]
     assert fig["checkpoint_acc"] == packed["checkpoint_acc"]  # evaluate()'s accuracy
-    assert 0 <= fig["agree"] <= 100 and fig["max_logit_diff"] >= 0
-    assert abs(fig["acc"] - fig["checkpoint_acc"]) <= 100 - fig["agree"] + 1e-9
+    # ONNX Runtime computes the same function up to fp32 rounding (README, ONNX): a wrong
+    # graph (a weight, a quantizer, an order) moves logits by far more and flips predictions
+    assert fig["max_logit_diff"] < 1e-2 and fig["agree"] > 90
     assert fig["scheme"] == packed["scheme"] and fig["onnx"] == str(path)
 
 

@@ -57,11 +57,19 @@ def test_a_killed_bsq_run_resumes_bit_identical(recipe):
         same_files(cwd / "bsq" / name, cwd / "killed" / name)
 
 
-def test_finetune_evaluate_convert_and_export(recipe, cifar10_root):
+@pytest.fixture(scope="module")
+def finetuned(recipe):
+    """The BSQ result of ``recipe`` finetuned for one epoch into ``ft``: its final JSON line."""
+    cwd, common, _, _ = recipe
+    return last_json(run(cwd, "cifar_finetune.py", f"{common} --epochs 1 --lr 0.01 --Nbits 8 "
+                                                   "--bin --model bsq/checkpoint.pth.tar "
+                                                   "--checkpoint ft"))
+
+
+def test_finetune_evaluate_convert_and_export(recipe, finetuned, cifar10_root):
     cwd, common, _, bsq = recipe
     data = f"--data-root {cifar10_root}"
-    ft = last_json(run(cwd, "cifar_finetune.py", f"{common} --epochs 1 --lr 0.01 --Nbits 8 --bin "
-                                                 "--model bsq/checkpoint.pth.tar --checkpoint ft"))
+    ft = finetuned
     assert ft["scheme"] == bsq["scheme"]
     for name, form in (("best_bin", "bits"), ("best_float", "float")):
         assert load_checkpoint(cwd / "ft" / f"{name}.pth.tar")["arch"]["form"] == form
@@ -81,10 +89,8 @@ def test_finetune_evaluate_convert_and_export(recipe, cifar10_root):
     assert onnx["agree"] > 90 and onnx["checkpoint_acc"] == ft["acc"]
 
 
-def test_bsq_continues_from_a_finetune_checkpoint(recipe):
+def test_bsq_continues_from_a_finetune_checkpoint(recipe, finetuned):
     cwd, common, _, _ = recipe
-    if not (cwd / "ft" / "checkpoint.pth.tar").exists():
-        pytest.skip("needs the finetune run of the test before")
     out = run(cwd, "cifar_prune_STE.py", f"{common} --epochs 1 --Prun_Int 0 --L1 --bin "
                                          "--model ft/checkpoint.pth.tar --checkpoint again")
     assert "is in finetune form: BSQ continues from its bit representation" in out.stdout

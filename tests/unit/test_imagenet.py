@@ -327,12 +327,19 @@ def test_evaluate_adds_top5_and_leaves_top1_and_the_loss_as_they_were():
     assert result["acc5"] >= result["acc"]
 
 
-def test_the_recipe_is_the_datasets():
+def test_the_recipe_is_the_datasets_and_keeps_the_cifar_recipes_rules():
+    """ImageNet's recipe is our choice (docs/networks.md): BSQ re-quantizes at each of its lr
+    steps; like the CIFAR recipe, it finetunes at a tenth of BSQ's lr with milestones inside the
+    run; its global batch splits over the paper's two GPUs; finetuning runs as long as BSQ."""
     assert recipe_for("cifar10") is RECIPE and recipe_for("cifar100") is RECIPE
-    bsq = recipe_for("imagenet")["bsq"]
     assert recipe_for("imagenet") is IMAGENET_RECIPE
-    assert (bsq.epochs, bsq.lr, bsq.schedule, bsq.prun_int, bsq.wd, bsq.batch) == \
-        (90, 0.1, (30, 60), 30, 1e-4, 256)
+    bsq = IMAGENET_RECIPE["bsq"]
+    assert tuple(range(bsq.prun_int, bsq.epochs, bsq.prun_int)) == bsq.schedule
+    for recipe in (RECIPE, IMAGENET_RECIPE):
+        assert recipe["finetune"].lr == pytest.approx(recipe["bsq"].lr / 10)
+        assert all(0 < m < stage.epochs for stage in recipe.values() for m in stage.schedule)
+    assert IMAGENET_RECIPE["bsq"].batch % 2 == 0
+    assert IMAGENET_RECIPE["finetune"].epochs == IMAGENET_RECIPE["bsq"].epochs
 
 
 def test_sweep_passes_the_imagenet_recipe_and_splits_its_batch(imagenet_root, tmp_path):

@@ -101,8 +101,8 @@ def test_a_folder_in_use_is_refused_before_the_model_or_the_data_is_loaded(tmp_p
         argv = ["--depth", "8", "--bin", "--model", "missing.pth.tar", "--data-root", "nodata",
                 "--checkpoint", "run", "--overwrite"]
         line = refused("cifar_prune_STE", argv)
-        assert line == ("error: --checkpoint run is in use by another run (PID 4242): wait for it "
-                        "to end, or pick another folder")
+        # its facts: the folder, the other run's PID, the fix
+        assert "--checkpoint run" in line and "PID 4242" in line and "pick another folder" in line
         assert snapshot(folder) == before
     finally:
         os.close(fd)
