@@ -51,6 +51,9 @@ OTHER_FUNCTIONS = (F.silu, F.hardswish, F.hardsigmoid, F.gelu, torch.sigmoid, F.
                    F.softplus, F.hardtanh)
 OTHER_METHODS = ("sigmoid", "tanh", "sigmoid_", "tanh_")
 FUNCTIONAL_SITES = "act"  # the ModuleDict holding a module's functional call sites' quantizers
+# The 1x1 shortcut convs of a ResNet as the release and torchvision name them: float in the
+# release's ResNet (neither quantized nor counted in TP/TB), and so in torchvision's ResNets
+SHORTCUTS = "*.downsample.*"
 
 
 class CallSites(nn.ModuleDict):

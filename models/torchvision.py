@@ -27,6 +27,7 @@ import fnmatch
 import torch
 
 from .registry import Arch
+from .swap import SHORTCUTS
 
 PREFIX = "torchvision."
 SIZE = {"inception_v3": 299}  # the input size a network is made for, where not 224
@@ -34,7 +35,6 @@ BUILD = {"inception_v3": {"aux_logits": False, "transform_input": True, "init_we
          "googlenet": {"aux_logits": False, "transform_input": True, "init_weights": True}}
 FOREIGN = {"inception_v3": ("AuxLogits.*",), "googlenet": ("aux1.*", "aux2.*")}
 RESNETS = ("resnet*", "resnext*", "wide_resnet*")
-SHORTCUTS = "*.downsample.*"
 
 _ARCHS = {}  # name -> Arch, one per process
 

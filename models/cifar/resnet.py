@@ -12,11 +12,13 @@ What exists here only to match the release is its entry's ``ReleasePolicy``
 (``models/registry.py``): the clamp that chooses parameters by name (``release_clamped``), the
 finetune form without the classifier bias, and ``--act 0`` as PACT clipping without a quantizer.
 """
+import fnmatch
 import math
 
 import torch.nn as nn
 
 from ..registry import Arch, ReleasePolicy, register
+from ..swap import SHORTCUTS
 
 
 def conv3x3(inplanes, planes, stride=1):
@@ -82,11 +84,8 @@ class ResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))  # (B, num_classes)
 
 
-SHORTCUTS = "*.downsample.*"  # float in the release: neither quantized nor counted in TP/TB
-
-
 def _is_shortcut(name):
-    return ".downsample." in name
+    return fnmatch.fnmatchcase(name, SHORTCUTS)
 
 
 def blocks_per_stage(depth):
