@@ -25,7 +25,7 @@ from utils.errors import BSQError
 from utils.report.board import open_board
 from utils.report.console import summary, times
 from utils.report.scheme import scheme_report, write_scheme_json
-from utils.store.checkpoint import checkpoint_state, read_scheme, save_checkpoint
+from utils.store.checkpoint import PACT_ALPHA, checkpoint_state, read_scheme, save_checkpoint
 from utils.store.rundir import interrupted, open_run
 from utils.train.engine import evaluate
 from utils.train.fit import Schedule, fit
@@ -46,7 +46,8 @@ def get_args_parser(add_help=True):
 
 
 def alphas(model):
-    return {n: round(p.item(), 4) for n, p in model.named_parameters() if n.endswith("alpha")}
+    return {n: round(p.item(), 4) for n, p in model.named_parameters()
+            if n.endswith("." + PACT_ALPHA)}
 
 
 def tested(model, loader, what):

@@ -25,7 +25,6 @@ outputting zero while its gradient passes straight through), the finetune form o
 drops its bias from the forward pass (the release's classifier), and ``to_float_`` of the bits
 form is ``scale * sum_i (p_i - n_i) e_i``.
 """
-from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -34,21 +33,13 @@ import torch.nn.functional as F
 from utils.quant.bits import drop_planes, encode, plane_value, quantize, requantize
 from utils.quant.corrections import CORRECTED
 from utils.quant.ste import WeightQuant, levels
+from utils.store.checkpoint import NAMES
 
 FORMS = ("float", "bits", "finetune")
 # The release's registration order of a layer's parameters: each form's are a subsequence of it.
 PARAM_ORDER = ("pweight", "nweight", "scale", "pbias", "nbias", "biasscale", "weight", "bias")
 
 
-class BitNames(NamedTuple):
-    """The release's names of one quantized tensor's parameters: its planes and its scale."""
-    p: str
-    n: str
-    scale: str
-
-
-NAMES = {"weight": BitNames("pweight", "nweight", "scale"),
-         "bias": BitNames("pbias", "nbias", "biasscale")}
 
 
 class BitLayer:

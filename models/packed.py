@@ -11,9 +11,9 @@ finetune form) is not stored and comes back at precision 0, zero.
 import torch
 
 from utils.quant.bits import FLOAT_BITS, encode
+from utils.store.checkpoint import NAMES
 from utils.store.packedfile import PackedFileError, read_packed, write_packed
 
-from .bitlayer import NAMES
 from .build import build_model
 
 FLOAT_BYTES = FLOAT_BITS // 8

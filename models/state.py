@@ -5,6 +5,7 @@ import fnmatch
 from utils.names import option
 from utils.quant.corrections import CORRECTED, RELEASE
 from utils.store.checkpoint import (
+    PACT_ALPHA,
     CheckpointError,
     load_checkpoint,
     read_scheme,
@@ -67,7 +68,8 @@ def load_model_state(model, ckpt, path="", partial=False):
     """
     state = without_foreign_keys(strip_prefix(ckpt["state_dict"]), model.arch_spec["arch"])
     check_architecture(model, ckpt, state, path)
-    pact, model_pact = (any(k.endswith(".alpha") for k in s) for s in (state, model.state_dict()))
+    pact, model_pact = (any(k.endswith("." + PACT_ALPHA) for k in s)
+                        for s in (state, model.state_dict()))
     if pact != model_pact and not (partial and model_pact):
         wanted = (ckpt.get("arch") or {}).get("act", "1..3" if pact else "4..8 (default 4)")
         raise CheckpointError(f"checkpoint {path} was trained with {'PACT' if pact else 'ReLU6'} "
@@ -88,7 +90,8 @@ def load_model_state(model, ckpt, path="", partial=False):
         raise CheckpointError(f"checkpoint {path} does not fit this model: its Nbit_dict "
                               f"{reason}") from None
     if partial:
-        state = {**{k: v for k, v in model.state_dict().items() if k.endswith(".alpha")}, **state}
+        alphas = {k: v for k, v in model.state_dict().items() if k.endswith("." + PACT_ALPHA)}
+        state = {**alphas, **state}
     problem = _mismatch(model.state_dict(), state)
     if problem:
         fix = ("a checkpoint of this architecture whose Nbit_dict matches its planes"

@@ -11,6 +11,7 @@ import os
 import pickle
 import warnings
 import zipfile
+from typing import NamedTuple
 
 import torch
 
@@ -20,6 +21,18 @@ from utils.ranks import is_main
 from utils.store.files import atomic_writer
 
 PREFIX = "module."
+
+class BitNames(NamedTuple):
+    """The release's names of one quantized tensor's parameters: its planes and its scale."""
+    p: str
+    n: str
+    scale: str
+
+
+# The release's parameter names, which every checkpoint in its layout uses (models/bitlayer.py)
+NAMES = {"weight": BitNames("pweight", "nweight", "scale"),
+         "bias": BitNames("pbias", "nbias", "biasscale")}
+PACT_ALPHA = "alpha"  # a PACT quantizer's clipping level, e.g. layer1.0.relu1.alpha
 FIELDS = {"epoch": int, "acc": (int, float), "best_acc": (int, float), "optimizer": dict,
           "Nbit_dict": dict, "arch": dict, "args": dict, "rng": dict}  # optional, checked when set
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save since PyTorch 1.6
@@ -151,9 +164,9 @@ def strip_prefix(state_dict):
 
 def state_form(state_dict):
     """``"bits"``, ``"finetune"`` or ``"float"``, read off the parameter names."""
-    if any(k.endswith(".pweight") for k in state_dict):
+    if any(k.endswith("." + NAMES["weight"].p) for k in state_dict):
         return "bits"
-    if any(k.endswith(".scale") for k in state_dict):
+    if any(k.endswith("." + NAMES["weight"].scale) for k in state_dict):
         return "finetune"
     return "float"
 
@@ -178,7 +191,8 @@ def read_scheme(ckpt):
     state = strip_prefix(ckpt["state_dict"])
     if state_form(state) != "bits":
         return None
-    layers = {k[: -len(".pweight")] for k in state if k.endswith(".pweight")}
-    return {name: [state[f"{name}.pweight"].shape[-1],
-                   state[f"{name}.pbias"].shape[-1] if f"{name}.pbias" in state else 0]
+    weight, bias = NAMES["weight"].p, NAMES["bias"].p
+    layers = {k[: -len(weight) - 1] for k in state if k.endswith("." + weight)}
+    return {name: [state[f"{name}.{weight}"].shape[-1],
+                   state[f"{name}.{bias}"].shape[-1] if f"{name}.{bias}" in state else 0]
             for name in layers}
