@@ -71,7 +71,7 @@ class Arch:
     title: Optional[Callable] = None
     float_layers: tuple = ()
     describe: Optional[Callable] = None
-    policy: Optional["ReleasePolicy"] = None
+    policy: Optional[ReleasePolicy] = None
     input_size: Optional[tuple] = (3, 32, 32)
     foreign_keys: tuple = ()
     check_input: Optional[Callable] = None

@@ -92,8 +92,8 @@ def quantize_activations_(net, quantizer, float_stem=True):
         net.activation_sites = _activation_report(graphs[True], kinds, [], {}, None)
         return None
     first = bool(sites[True])  # the train graph's sites, unless only eval mode has any
-    stem = order[0] if float_stem and _first_activation(graphs[first], net) is sites[first][0][1] \
-        else None
+    stem_first = float_stem and _first_activation(graphs[first], net) is sites[first][0][1]
+    stem = order[0] if stem_first else None
     calls = {}  # module name -> number of calls (max over the modes)
     for mode in graphs:
         for (kind, path, _), _ in sites[mode]:

@@ -44,7 +44,10 @@ def main():
     args = parser.parse_args()
     images, labels = load_cifar("cifar10", args.data_root, train=False, download=False)
     index_path = os.path.join(args.dest, "models.json")
-    index = json.load(open(index_path)) if os.path.exists(index_path) else {}
+    index = {}
+    if os.path.exists(index_path):
+        with open(index_path) as f:
+            index = json.load(f)
     for folder, _, files in sorted(os.walk(args.sweep)):
         if "result.json" not in files:
             continue
