@@ -15,7 +15,7 @@ the release makes is made here too (the same draws from the random generators).
 import copy
 import os
 
-from models import add_model_flags, arch_title, load_model, model_config
+from models import arch_title, load_model, model_config, model_flags
 from utils.cli.errors import run_main
 from utils.cli.flags import Parser, add_bit_flags, add_corrected_flag, add_training_flags
 from utils.cli.release import RELEASE_CHECKPOINT, RELEASE_DEFAULTS
@@ -35,7 +35,7 @@ from utils.train.rng import rng_state
 def get_args_parser(add_help=True):
     parser = Parser(description="Evaluate or finetune a BSQ model with its scheme fixed",
                     add_help=add_help)
-    add_model_flags(parser)
+    parser.add_flags("model", model_flags())
     add_training_flags(parser, RELEASE_DEFAULTS["finetune"], checkpoint=RELEASE_CHECKPOINT,
                        evaluate="only evaluate --model: accuracy, ones per bit plane, precision "
                                 "per layer, compression; write nothing")

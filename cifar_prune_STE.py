@@ -11,7 +11,7 @@ draws from the random generators; ``--corrected`` turns on our corrections.
 """
 import os
 
-from models import add_model_flags, arch_title, load_model, model_config
+from models import arch_title, load_model, model_config, model_flags
 from utils.cli.errors import run_main
 from utils.cli.flags import (
     Parser,
@@ -36,7 +36,7 @@ from utils.train.rng import rng_state
 def get_args_parser(add_help=True):
     parser = Parser(description="BSQ training of a network in bit representation",
                     add_help=add_help)
-    add_model_flags(parser)
+    parser.add_flags("model", model_flags())
     add_training_flags(parser, RELEASE_DEFAULTS["bsq"], checkpoint=RELEASE_CHECKPOINT,
                        evaluate="only evaluate the (re-quantized) --model; write nothing")
     add_bit_flags(parser, nbits_help="precision a float or random starting model is converted to",

@@ -8,7 +8,7 @@ by its flags (``checkpoints/cifar10/resnet-8`` for ``--depth 8``).
 import os
 import re
 
-from models import add_model_flags, arch_title, load_model, model_config
+from models import arch_title, load_model, model_config, model_flags
 from utils.cli.errors import run_main
 from utils.cli.flags import Parser, add_training_flags
 from utils.cli.setup import prepare
@@ -26,7 +26,7 @@ NAMED_CHECKPOINT = "checkpoints/<dataset>/<network>"  # --checkpoint's default: 
 
 def get_args_parser(add_help=True):
     parser = Parser(description="Full-precision training of a network", add_help=add_help)
-    add_model_flags(parser)
+    parser.add_flags("model", model_flags())
     add_training_flags(parser, RECIPE["train"], checkpoint=NAMED_CHECKPOINT,
                        evaluate="only evaluate --model; write nothing")
     return parser

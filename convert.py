@@ -10,7 +10,7 @@ becomes a PACT model with every alpha at its initial value; the file records epo
 """
 import os
 
-from models import add_model_flags, load_model, model_config
+from models import load_model, model_config, model_flags
 from utils.cli.errors import run_main
 from utils.cli.flags import (
     Parser,
@@ -33,7 +33,7 @@ from utils.train.engine import evaluate
 
 def get_args_parser(add_help=True):
     parser = Parser(description="Convert a float model to bit representation", add_help=add_help)
-    add_model_flags(parser)
+    parser.add_flags("model", model_flags())
     add_data_flags(parser, train=False)
     add_run_flags(parser, checkpoint=RELEASE_CHECKPOINT,
                   model="the float checkpoint to convert (ours or the release's)")

@@ -18,7 +18,7 @@ import math
 import os
 from functools import partial
 
-from models import add_model_flags, input_defaults, load_model, model_config
+from models import input_defaults, load_model, model_config, model_flags
 from models.onnx import compare, graph_sizes, logits, session
 from models.packed import pack, same_weights, sizes, unpack
 from utils.cli.errors import run_main
@@ -42,7 +42,7 @@ from utils.train.engine import evaluate
 def get_args_parser(add_help=True):
     parser = Parser(description="Export a BSQ model as packed integers, or evaluate a packed file",
                     add_help=add_help)
-    add_model_flags(parser)
+    parser.add_flags("model", model_flags())
     add_data_flags(parser, train=False)
     add_run_flags(parser, model="the bit or finetune checkpoint to pack (with --export)",
                   evaluate="also evaluate the packed model (and --model) on the test set")

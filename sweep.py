@@ -44,8 +44,11 @@ import sys
 import time
 from dataclasses import dataclass
 
-from models import MODEL_FLAGS, add_model_flags, arch_title, model_config
-from models.flags import CROP_FLAGS
+import cifar_finetune
+import cifar_prune_STE
+import cifar_train
+import convert
+from models import arch_title, model_config, model_flags
 from utils.cli.errors import run_main
 from utils.cli.flags import (
     TRAIN_BATCH,
@@ -60,7 +63,6 @@ from utils.cli.flags import (
     number,
 )
 from utils.errors import BSQError
-from utils.names import option
 from utils.quant.bits import MAX_BITS
 from utils.recipe import RECIPE, recipe_for
 from utils.report.console import times
@@ -70,7 +72,12 @@ from utils.sweep.launchers import Resources, add_launcher_flags, make_launcher
 from utils.sweep.stagejob import RESULT
 
 REPO = os.path.dirname(os.path.abspath(__file__))
-SPEED_FLAGS = ("--amp", "--channels-last", "--compile")
+# The scripts of the stages, each by its parser; the sweep's flag groups they share.
+SCRIPTS = {"cifar_train.py": cifar_train.get_args_parser,
+           "cifar_prune_STE.py": cifar_prune_STE.get_args_parser,
+           "cifar_finetune.py": cifar_finetune.get_args_parser,
+           "convert.py": convert.get_args_parser}
+FORWARDED = ("model", "data", "run", "speed", "output")
 POLL_S = 0.2
 
 
@@ -86,6 +93,14 @@ class Stage:
     def command(self):
         return [sys.executable, os.path.join(REPO, self.script), *self.flags,
                 "--checkpoint", self.folder]
+
+    def same_run(self, command):
+        """Whether ``command`` (as an earlier sweep recorded it) runs this stage: the same script
+        with the same values of its flags, however spelled or ordered."""
+        try:
+            return run_config(command) == run_config(self.command())
+        except (ValueError, KeyError, TypeError, IndexError):
+            return False  # unreadable: run the stage (again)
 
 
 def get_args_parser(add_help=True):
@@ -106,7 +121,7 @@ def get_args_parser(add_help=True):
     add_corrected_flag(parser)
     add_seed_flags(parser, seed_help="seed of every stage (drawn at the first run when not "
                                      "given, and kept in --out's seed.txt)")
-    add_model_flags(parser)
+    parser.add_flags("model", model_flags())
     add_data_flags(parser)
     add_speed_flags(parser)
     add_output_flags(parser)
@@ -115,23 +130,12 @@ def get_args_parser(add_help=True):
     return parser
 
 
-def model_flags(args):
-    """``-a``, every architecture flag the network reads, ``-d`` and ``--act``, as given."""
-    flags = ["-a", args.arch]
-    for dest in MODEL_FLAGS:
-        if getattr(args, dest, None) is not None:
-            flags += [option(dest), str(getattr(args, dest))]
-    return flags + ["-d", args.dataset, "--act", str(args.act)]
-
-
-def data_flags(args, train=True):
-    """The data flags, ImageNet's crop sizes included (``model_config`` fills them in)."""
-    flags = ["--data-root", os.path.abspath(args.data_root), "--loader", args.loader,
-             "--workers", str(args.workers), "--test-batch", str(args.test_batch)]
-    for dest in CROP_FLAGS:
-        if getattr(args, dest, None) is not None:
-            flags += [option(dest), str(getattr(args, dest))]
-    return flags + (["--train-batch", str(args.train_batch)] if train else [])
+def forwarded(args, script):
+    """The command line that passes ``script`` every flag of the sweep's ``FORWARDED`` groups
+    it takes too, as the sweep's ``args`` hold them: the network and its flags, the data, seed,
+    speed and output flags, and ``--corrected`` where the script has it."""
+    parser, takes = get_args_parser(), set(SCRIPTS[script]().dests())
+    return parser.spell(args, [d for d in parser.dests(FORWARDED) if d in takes])
 
 
 def train_batch(args, resources):
@@ -144,19 +148,6 @@ def train_batch(args, resources):
         raise BSQError(f"the recipe's batch {batch} does not split over {world} processes: "
                        "give --train-batch (per process)")
     return batch // world
-
-
-def training_flags(args):
-    """What every training stage gets besides its schedule: model, data, seed, speed, progress."""
-    flags = model_flags(args) + data_flags(args) + ["--manualSeed", str(args.manualSeed),
-                                                    "--progress", str(args.progress)]
-    if args.deterministic:
-        flags.append("--deterministic")
-    if not args.tensorboard:
-        flags.append("--no-tensorboard")
-    if args.cuda_graphs is not None:
-        flags.append("--cuda-graphs" if args.cuda_graphs else "--no-cuda-graphs")
-    return flags + [f for f in SPEED_FLAGS if getattr(args, f[2:].replace("-", "_"))]
 
 
 def scaled(epochs, factor):
@@ -178,17 +169,15 @@ def schedule_flags(stage, factor, recipe=RECIPE):
 
 def plan(args, out):
     """The stages of the sweep, in an order that respects their inputs; and the float model."""
-    train = training_flags(args)
+    pretrain, bsq_run, finetune, convert = (forwarded(args, script) for script in SCRIPTS)
     schedule = {stage: schedule_flags(stage, args.epochs_scale, recipe_for(args.dataset))
                 for stage in ("train", "bsq", "finetune")}
-    corrected = ["--corrected"] if args.corrected else []  # every stage but pretraining
-    convert = model_flags(args) + data_flags(args, train=False) + corrected
-    bits = ["--Nbits", str(args.Nbits), "--bin"] + corrected
+    bits = ["--Nbits", str(args.Nbits), "--bin"]
     stages = []
     float_model = os.path.abspath(args.float_model) if args.float_model else None
     first = ()
     if float_model is None:
-        stages.append(Stage("pretraining", "cifar_train.py", train + schedule["train"],
+        stages.append(Stage("pretraining", "cifar_train.py", pretrain + schedule["train"],
                             os.path.join(out, "float")))
         float_model, first = os.path.join(out, "float", "model_best.pth.tar"), ("pretraining",)
     stages.append(Stage("8-bit conversion", "convert.py", convert + ["--model", float_model,
@@ -199,15 +188,15 @@ def plan(args, out):
         bsq = os.path.join(folder, "bsq", "checkpoint.pth.tar")
         scratch = os.path.join(folder, "scratch", "model_best.pth.tar")
         stages += [
-            Stage(f"{a} BSQ", "cifar_prune_STE.py", train + schedule["bsq"] + bits
+            Stage(f"{a} BSQ", "cifar_prune_STE.py", bsq_run + schedule["bsq"] + bits
                   + ["--L1", "--decay", str(alpha), "--thre", str(args.thre), "--model", start],
                   os.path.join(folder, "bsq"), ("8-bit conversion",)),
-            Stage(f"{a} finetune", "cifar_finetune.py", train + schedule["finetune"]
+            Stage(f"{a} finetune", "cifar_finetune.py", finetune + schedule["finetune"]
                   + bits + ["--model", bsq], os.path.join(folder, "finetune"), (f"{a} BSQ",)),
             Stage(f"{a} scratch conversion", "convert.py", convert + ["--model", float_model,
                   "--dict", bsq, "--Nbits", str(args.Nbits)], os.path.join(folder, "scratch"),
                   (f"{a} BSQ",), False),
-            Stage(f"{a} scratch finetune", "cifar_finetune.py", train + schedule["finetune"]
+            Stage(f"{a} scratch finetune", "cifar_finetune.py", finetune + schedule["finetune"]
                   + bits + ["--model", scratch], os.path.join(folder, "scratch-ft"),
                   (f"{a} scratch conversion",))]
     for n in args.uniform:
@@ -216,20 +205,31 @@ def plan(args, out):
         stages += [
             Stage(f"{u} conversion", "convert.py", convert + ["--model", float_model, "--Nbits",
                   str(n)], os.path.join(folder, "convert"), first, False),
-            Stage(f"{u} finetune", "cifar_finetune.py", train + schedule["finetune"]
-                  + ["--Nbits", str(n), "--bin"] + corrected + ["--model", converted],
+            Stage(f"{u} finetune", "cifar_finetune.py", finetune + schedule["finetune"]
+                  + ["--Nbits", str(n), "--bin", "--model", converted],
                   os.path.join(folder, "finetune"), (f"{u} conversion",))]
     return stages, float_model
 
 
 def finished(stage):
-    """The stage's ``result.json`` when a run of the same command wrote it, else None."""
+    """The stage's ``result.json`` when a run of the same command wrote it (the same script and
+    the same values of its flags, however spelled or ordered), else None."""
     try:
         with open(os.path.join(stage.folder, RESULT)) as f:
             done = json.load(f)
     except (OSError, ValueError):
         return None  # missing or unreadable: run the stage (again)
-    return done if done.get("command") == stage.command() else None
+    return done if isinstance(done, dict) and stage.same_run(done.get("command")) else None
+
+
+def run_config(command):
+    """``(script, flag values)`` of a stage's command line, as its script parses it; ValueError
+    for one it does not take."""
+    script = os.path.basename(command[1])
+    try:
+        return script, vars(SCRIPTS[script]().parse_args(command[2:]))
+    except SystemExit:
+        raise ValueError(f"{script} does not take {command[2:]}") from None
 
 
 def run_stages(stages, launcher, every):
@@ -326,7 +326,7 @@ def main(args):
     resources = Resources.from_args(args)
     args.train_batch = train_batch(args, resources)
     launcher = make_launcher(resources)
-    out = os.path.abspath(args.out)
+    out, args.data_root = os.path.abspath(args.out), os.path.abspath(args.data_root)
     os.makedirs(out, exist_ok=True)
     if args.manualSeed is None:
         args.manualSeed = sweep_seed(out)

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import utils.train.fit as loop  # noqa: E402
-from models import add_model_flags, arch_title, build_model, model_config  # noqa: E402
+from models import arch_title, build_model, model_config, model_flags  # noqa: E402
 from utils.cli.flags import Parser  # noqa: E402
 from utils.data.cifar import DeviceLoader  # noqa: E402
 from utils.train.fit import Schedule, fit  # noqa: E402
@@ -75,7 +75,7 @@ def one_run(kind, config, data, args):
 
 def main():
     parser = Parser(description=__doc__.splitlines()[0])
-    add_model_flags(parser)
+    parser.add_flags("model", model_flags())
     parser.add_argument("-d", "--dataset", default="cifar10")
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--test-images", type=int, default=2000)

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from models import add_model_flags, arch_title, build_model, model_config  # noqa: E402
+from models import arch_title, build_model, model_config, model_flags  # noqa: E402
 from utils.cli.flags import Parser  # noqa: E402
 from utils.train.engine import Speed, build_steps, make_optimizer  # noqa: E402
 
@@ -49,7 +49,7 @@ def sync(device):
 
 def main():
     parser = Parser(description=__doc__.splitlines()[0])
-    add_model_flags(parser)
+    parser.add_flags("model", model_flags())
     parser.add_argument("-d", "--dataset", default="cifar10")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=20)

@@ -13,13 +13,14 @@ from . import cifar  # noqa: F401  (registers the release's CIFAR networks)
 from .bitlayer import BitConv2d, BitLayer, BitLinear
 from .bitmodel import BitModel, make_bit_model
 from .build import build_model
-from .flags import add_model_flags, arch_title, input_defaults, model_config
-from .registry import ARCHS, MODEL_FLAGS, Arch, ArchError, ReleasePolicy, register
+from .flags import arch_title, input_defaults, model_config, model_flags
+from .registry import ARCHS, Arch, ArchError, ReleasePolicy, network_flags, register
 from .resolve import get_arch
 from .state import load_model, load_model_state, recorded_config
 from .swap import quantize_activations_, to_bit_layers_
 
-__all__ = ["ARCHS", "MODEL_FLAGS", "Arch", "ArchError", "BitConv2d", "BitLayer", "BitLinear",
-           "BitModel", "ReleasePolicy", "add_model_flags", "arch_title", "build_model", "get_arch",
-           "input_defaults", "load_model", "load_model_state", "make_bit_model", "model_config",
-           "quantize_activations_", "recorded_config", "register", "to_bit_layers_"]
+__all__ = ["ARCHS", "Arch", "ArchError", "BitConv2d", "BitLayer", "BitLinear", "BitModel",
+           "ReleasePolicy", "arch_title", "build_model", "get_arch", "input_defaults",
+           "load_model", "load_model_state", "make_bit_model", "model_config", "model_flags",
+           "network_flags", "quantize_activations_", "recorded_config", "register",
+           "to_bit_layers_"]

@@ -23,7 +23,7 @@ from utils.quant.corrections import CORRECTED
 
 from .activation import ActQuantizer
 from .bitmodel import make_bit_model
-from .registry import MODEL_FLAGS, ArchError
+from .registry import ArchError, network_flags
 from .resolve import get_arch
 from .swap import quantize_activations_, to_bit_layers_
 
@@ -36,7 +36,8 @@ def build_model(arch="resnet", num_classes=10, act=4, corrections=CORRECTED, **f
     ``ArchError`` naming a flag that does not fit the architecture, ``TraceError`` for a forward
     pass ``torch.fx`` cannot trace."""
     entry = get_arch(arch)
-    extras = {k: flags.pop(k) for k in list(flags) if k not in MODEL_FLAGS}
+    declared = {flag.dest for flag in network_flags()}
+    extras = {k: flags.pop(k) for k in list(flags) if k not in declared}
     config = {**entry.config(flags), **extras}
     policy = entry.policy
     if policy is None:  # the release's network-level behaviours exist on its own network only

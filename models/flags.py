@@ -1,50 +1,31 @@
 """The model flags, the release's names: which network (``-a``), its own flags, and ``--act``.
 
-The flags of every architecture are accepted by every script, as in the release; each network
-reads the ones it takes (``models/registry.py``). ``model_config`` turns them into
+The flags of every registered network are accepted by every script, as in the release; each
+network reads the ones it declares (``Arch.flags``). ``model_config`` turns them into
 ``build_model``'s arguments and checks them against the architecture before any work.
 """
-from utils.cli.flags import number
+from utils.cli.flags import Flag
 from utils.data import CROP, IMAGENET, Crops, DataError, image_shapes, num_classes
 from utils.names import option
 from utils.quant.corrections import Corrections
 
-from .registry import ARCHS, FLAG_DEFAULTS, MODEL_FLAGS, ArchError
+from .registry import ARCHS, ArchError, network_flags
 from .resolve import get_arch
 
+ACT = Flag("act", int, 4, "activation precision: 0 none, 1-3 PACT, 4-8 ReLU6, each quantized per "
+           "batch", lo=0, hi=8)
 
-def add_model_flags(parser):
-    group = parser.group("model")
-    group.add_argument("-a", "--arch", default="resnet", metavar="ARCH",
-                       help=f"architecture: {', '.join(ARCHS)}; torchvision's classification "
-                            "networks as torchvision.NAME (e.g. torchvision.resnet50); or your "
-                            "own network as path/to/file.py:factory or package.module:factory "
-                            "(called as factory(num_classes=N)); resnet is the release's "
-                            "quantized CIFAR ResNet (its parser's default, resnet20, is not "
-                            "among its choices)")
-    group.add_argument("--depth", type=number(int, 1), default=None,
-                       help="depth: resnet 6n+2 (default 20), preresnet 6n+2 / 9n+2 with "
-                            "Bottleneck (110), wrn 6n+4 (28), resnext 9n+2 (29, the release's "
-                            "default), densenet 3n+4 (100)")
-    group.add_argument("--block-name", default=FLAG_DEFAULTS["block_name"],
-                       help="preresnet's block: BasicBlock or Bottleneck (resnet: BasicBlock)")
-    group.add_argument("--cardinality", type=number(int, 1), default=FLAG_DEFAULTS["cardinality"],
-                       help="resnext: groups of the 3x3 convs")
-    group.add_argument("--widen-factor", type=number(int, 1),
-                       default=FLAG_DEFAULTS["widen_factor"],
-                       help="wrn, resnext: width multiplier")
-    group.add_argument("--growthRate", type=number(int, 1), default=FLAG_DEFAULTS["growthRate"],
-                       help="densenet: growth rate")
-    group.add_argument("--compressionRate", type=number(int, 1),
-                       default=FLAG_DEFAULTS["compressionRate"],
-                       help="densenet: channel division at each transition")
-    group.add_argument("--drop", "--dropout", type=number(float, 0, 1, hi_open=True),
-                       default=FLAG_DEFAULTS["drop"],
-                       help="wrn, densenet: dropout rate (resnext accepts it, unused, as in the "
-                            "release)")
-    group.add_argument("--act", type=number(int, 0, 8), default=4,
-                       help="activation precision: 0 none, 1-3 PACT, 4-8 ReLU6, each quantized "
-                            "per batch")
+
+def model_flags():
+    """``-a``, every registered network's flags (``network_flags``) and ``--act``: the model
+    group of every script's parser (``Parser.add_flags``)."""
+    arch = Flag("arch", str, "resnet", names=("-a", "--arch"), help=(
+        f"architecture: {', '.join(ARCHS)}; torchvision's classification networks as "
+        "torchvision.NAME (e.g. torchvision.resnet50); or your own network as "
+        "path/to/file.py:factory or package.module:factory (called as factory(num_classes=N)); "
+        "resnet is the release's quantized CIFAR ResNet (its parser's default, resnet20, is not "
+        "among its choices)"))
+    return [arch, *network_flags(), ACT]
 
 
 CROP_FLAGS = ("train_crop_size", "val_resize_size", "val_crop_size")
@@ -56,7 +37,7 @@ def model_config(args):
     default, written back into ``args`` so that the run records what it built; so do ImageNet's
     crop sizes (``input_defaults``)."""
     entry = get_arch(args.arch)
-    flags = entry.config({k: getattr(args, k, None) for k in MODEL_FLAGS})
+    flags = entry.config({f.dest: getattr(args, f.dest, None) for f in network_flags()})
     for dest, value in flags.items():
         setattr(args, dest, value)
     classes = num_classes(args.dataset, getattr(args, "data_root", "./data"))
@@ -89,4 +70,4 @@ def input_defaults(args, arch):
 def arch_title(args):
     """The network the flags build, for people: ``ResNet-20``, ``vgg16_bn``, ..."""
     entry = get_arch(args.arch)
-    return entry.title_of({k: getattr(args, k, None) for k in entry.flags})
+    return entry.title_of({k: getattr(args, k, None) for k in entry.flag_names})

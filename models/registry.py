@@ -9,20 +9,16 @@ the same way. The CIFAR networks of the release (``models/cifar``) register them
 (``models/custom.py``); ``-a torchvision.NAME`` is torchvision's classification network ``NAME``
 (``models/torchvision.py``); ``models/resolve.py`` turns an ``-a`` text into its entry.
 
-The model flags (``--depth``, ``--widen-factor``, ``--cardinality``, ``--growthRate``,
-``--compressionRate``, ``--drop``, ``--block-name``) are the release's: each entry reads the ones
-its network takes (``flags``) and ignores the others, as the release's scripts do.
+Each entry declares the flags its network reads (``Arch.flags``, each a ``Flag``: kind, bounds,
+its default, what it means there); the command line offers the flags of every registered network
+(``network_flags``), and each network reads its own and ignores the others, as the release's
+scripts do. Two networks may declare the same flag (``--depth``) with their own defaults and help,
+but must parse it alike.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from utils.errors import BSQError
-
-# The architecture flags (argparse dests) and the release's defaults of those with one; --depth's
-# (29) fits few networks, so each network has its own (Arch.defaults).
-FLAG_DEFAULTS = {"block_name": "BasicBlock", "cardinality": 8, "widen_factor": 4, "growthRate": 12,
-                 "compressionRate": 2, "drop": 0.0}
-MODEL_FLAGS = ("depth", *FLAG_DEFAULTS)
 
 
 class ArchError(BSQError):
@@ -48,11 +44,11 @@ class ReleasePolicy:
 class Arch:
     """One architecture.
 
-    ``build(num_classes, **flags)``: the float network, given the ``flags`` it reads.
-    ``defaults``: its own defaults for flags the command line leaves out (``--depth``).
-    ``check(flags)``: raise ``ValueError`` naming what is wrong with the flags and the fix.
-    ``title(flags)``: a human name, e.g. ``ResNet-20``. ``float_layers``: name patterns of convs
-    and linears that stay float. ``describe(state)``: what a state dict without an ``arch``
+    ``build(num_classes, **flags)``: the float network, given the values of the ``flags`` it
+    reads (each a ``Flag``, whose default is this network's). ``check(flags)``: raise
+    ``ValueError`` naming what is wrong with the flags and the fix. ``title(flags)``: a human
+    name, e.g. ``ResNet-20``. ``float_layers``: name patterns of convs and linears that stay
+    float. ``describe(state)``: what a state dict without an ``arch``
     record shows of the flags (``{"depth": 20, "num_classes": 10}``), for the release's files.
     ``policy``: the release's own network only (``ReleasePolicy``), what the release computes
     on it where the method does not; applied unless ``--corrected``. ``input_size``: the
@@ -65,7 +61,6 @@ class Arch:
     name: str
     build: Callable
     flags: tuple = ()
-    defaults: dict = field(default_factory=dict)
     check: Optional[Callable] = None
     about: str = ""
     title: Optional[Callable] = None
@@ -81,17 +76,22 @@ class Arch:
         """Whether this is the release's own quantized network (``-a resnet``)."""
         return self.policy is not None
 
+    @property
+    def flag_names(self):
+        """The ``dest`` of each flag it reads: ``("depth", "widen_factor", "drop")``."""
+        return tuple(flag.dest for flag in self.flags)
+
     def config(self, flags):
-        """The flags this network reads, from ``flags`` (model flags; the release's defaults for
-        those left out), with its own defaults where a flag is None; checked (``ArchError``)."""
-        values = {**FLAG_DEFAULTS, **{k: v for k, v in flags.items() if v is not None}}
-        values.update({k: v for k, v in self.defaults.items() if flags.get(k) is None})
+        """The values of the flags this network reads, from ``flags`` (model flags by ``dest``;
+        left out or None: this network's default); checked (``ArchError``)."""
+        values = {k: v for k, v in flags.items() if v is not None}
+        values.update({f.dest: f.default for f in self.flags if values.get(f.dest) is None})
         if self.check is not None:
             try:
                 self.check(values)
             except ValueError as e:
                 raise ArchError(str(e)) from None
-        return {k: values[k] for k in self.flags}
+        return {k: values[k] for k in self.flag_names}
 
     def title_of(self, config):
         """The network a config builds, for people: ``ResNet-20``, ``vgg16_bn``, ..."""
@@ -102,8 +102,38 @@ ARCHS = {}
 
 
 def register(arch):
-    """Add ``arch`` to the registry (its name must be new); returns it."""
+    """Add ``arch`` to the registry (its name must be new, and each flag it shares with a network
+    registered before parses alike); returns it."""
     if arch.name in ARCHS:
         raise ValueError(f"architecture {arch.name!r} is registered twice")
+    for flag in arch.flags:
+        for other in ARCHS.values():
+            known = next((f for f in other.flags if f.dest == flag.dest), None)
+            if known is not None and not flag.parses_like(known):
+                raise ValueError(f"{arch.name} declares {flag.options[0]} unlike {other.name} "
+                                 "(kind, bounds or choices): declare it alike, or name it anew")
     ARCHS[arch.name] = arch
     return arch
+
+
+def network_flags():
+    """One command-line ``Flag`` per flag the registered networks declare, in the order they
+    declare them: the help says what it means to each network; the default is the networks'
+    common one, else None (each network then takes its own, named in the help)."""
+    declared = {}
+    for arch in ARCHS.values():
+        for flag in arch.flags:
+            declared.setdefault(flag.dest, []).append((arch.name, flag))
+    merged = []
+    for decls in declared.values():
+        common = len({flag.default for _, flag in decls}) == 1
+        meanings = {}
+        for name, flag in decls:
+            meanings.setdefault(flag.help + ("" if common else f" (default {flag.default})"),
+                                []).append(name)
+        first = decls[0][1]
+        merged.append(replace(
+            first, default=first.default if common else None,
+            help="; ".join(f"{', '.join(names)}: {text}" for text, names in meanings.items()),
+            names=tuple(dict.fromkeys(n for _, flag in decls for n in flag.options))))
+    return merged

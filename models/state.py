@@ -127,7 +127,7 @@ def check_architecture(model, ckpt, state, path=""):
     if record.get("arch", spec["arch"]) != spec["arch"]:
         raise CheckpointError(f"checkpoint {path} holds -a {record['arch']}, this run builds -a "
                               f"{spec['arch']}: pass -a {record['arch']} and its flags")
-    changed = [k for k in entry.flags if k in record and record[k] != spec[k]]
+    changed = [k for k in entry.flag_names if k in record and record[k] != spec[k]]
     if changed:
         given = " ".join(f"{option(k)} {record[k]}" for k in changed)
         raise CheckpointError(f"checkpoint {path} is a {entry.title_of(record)}, this run "

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.cli.flags import Flag
+
 from ..registry import Arch, register
 
 
@@ -108,6 +110,11 @@ def check(flags):
 
 register(Arch("densenet", lambda num_classes, depth, growthRate, compressionRate, drop: DenseNet(
     depth, drop, num_classes, growthRate, compressionRate),
-    flags=("depth", "growthRate", "compressionRate", "drop"), defaults={"depth": 100},
+    flags=(
+        Flag("depth", int, 100, "3n+4", lo=1),
+        Flag("growthRate", int, 12, "growth rate", lo=1),
+        Flag("compressionRate", int, 2, "channel division at each transition", lo=1),
+        Flag("drop", float, 0.0, "dropout rate", lo=0, hi=1, hi_open=True,
+             names=("--drop", "--dropout"))),
     check=check, about="DenseNet-BC",
     title=lambda f: f"DenseNet-BC-{f['depth']} (k={f['growthRate']})"))

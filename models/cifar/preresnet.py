@@ -11,6 +11,8 @@ import math
 
 import torch.nn as nn
 
+from utils.cli.flags import Flag
+
 from ..registry import Arch, register
 from .resnet import conv3x3
 
@@ -115,7 +117,9 @@ def check(flags):
 
 
 register(Arch("preresnet", lambda num_classes, depth, block_name: PreResNet(
-    depth, num_classes, block_name), flags=("depth", "block_name"), defaults={"depth": 110},
+    depth, num_classes, block_name), flags=(
+        Flag("depth", int, 110, "6n+2, 9n+2 with Bottleneck", lo=1),
+        Flag("block_name", str, "BasicBlock", "its block, BasicBlock or Bottleneck")),
     check=check, about="pre-activation ResNet",
     title=lambda f: f"PreResNet-{f['depth']}" + ("" if f["block_name"].lower() == "basicblock"
                                                  else " (Bottleneck)")))

@@ -17,6 +17,8 @@ import math
 
 import torch.nn as nn
 
+from utils.cli.flags import Flag
+
 from ..registry import Arch, ReleasePolicy, register
 from ..swap import SHORTCUTS
 
@@ -125,7 +127,7 @@ def release_clamped(name, form):
 
 
 RESNET = register(Arch(
-    "resnet", lambda num_classes, depth: ResNet(depth, num_classes), flags=("depth",),
-    defaults={"depth": 20}, check=check, about="the release's CIFAR ResNet",
+    "resnet", lambda num_classes, depth: ResNet(depth, num_classes), flags=(
+        Flag("depth", int, 20, "6n+2", lo=1),), check=check, about="the release's CIFAR ResNet",
     title=lambda f: f"ResNet-{f['depth']}", float_layers=(SHORTCUTS,), describe=describe,
     policy=ReleasePolicy(clamp=release_clamped)))

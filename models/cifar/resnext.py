@@ -12,6 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn import init
 
+from utils.cli.flags import Flag
+
 from ..registry import Arch, register
 
 
@@ -97,7 +99,11 @@ def check(flags):
 
 
 register(Arch("resnext", lambda num_classes, depth, cardinality, widen_factor, drop: CifarResNeXt(
-    cardinality, depth, num_classes, widen_factor), flags=("depth", "cardinality", "widen_factor",
-                                                           "drop"),
-    defaults={"depth": 29}, check=check, about="ResNeXt",
+    cardinality, depth, num_classes, widen_factor), flags=(
+        Flag("depth", int, 29, "9n+2", lo=1),
+        Flag("cardinality", int, 8, "groups of the 3x3 convs", lo=1),
+        Flag("widen_factor", int, 4, "width multiplier", lo=1),
+        Flag("drop", float, 0.0, "accepted, unused, as in the release", lo=0, hi=1, hi_open=True,
+             names=("--drop", "--dropout"))),
+    check=check, about="ResNeXt",
     title=lambda f: f"ResNeXt-{f['depth']} ({f['cardinality']}x64d, widen {f['widen_factor']})"))

@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.cli.flags import Flag
+
 from ..registry import Arch, register
 
 
@@ -94,6 +96,10 @@ def check(flags):
 
 
 register(Arch("wrn", lambda num_classes, depth, widen_factor, drop: WideResNet(
-    depth, num_classes, widen_factor, drop), flags=("depth", "widen_factor", "drop"),
-    defaults={"depth": 28}, check=check, about="Wide ResNet",
+    depth, num_classes, widen_factor, drop), flags=(
+        Flag("depth", int, 28, "6n+4", lo=1),
+        Flag("widen_factor", int, 4, "width multiplier", lo=1),
+        Flag("drop", float, 0.0, "dropout rate", lo=0, hi=1, hi_open=True,
+             names=("--drop", "--dropout"))),
+    check=check, about="Wide ResNet",
     title=lambda f: f"WRN-{f['depth']}-{f['widen_factor']}"))

@@ -106,12 +106,33 @@ def test_epochs_and_milestones_scale_with_at_least_one():
 
 def test_speed_flags_reach_every_stage():
     parse = sweep.get_args_parser().parse_args
-    flags = sweep.training_flags(parse(["--decays", "0.1", "--manualSeed", "3"]))
+    flags = sweep.forwarded(parse(["--decays", "0.1", "--manualSeed", "3"]), "cifar_prune_STE.py")
     assert not {"--amp", "--channels-last", "--compile", "--cuda-graphs", "--no-cuda-graphs"} \
         & set(flags)
-    flags = sweep.training_flags(parse(["--decays", "0.1", "--no-cuda-graphs", "--channels-last",
-                                        "--manualSeed", "3"]))
+    flags = sweep.forwarded(parse(["--decays", "0.1", "--no-cuda-graphs", "--channels-last",
+                                   "--manualSeed", "3"]), "cifar_finetune.py")
     assert "--no-cuda-graphs" in flags and "--channels-last" in flags and "--amp" not in flags
+
+
+def test_a_finished_stage_is_the_same_run_however_its_flags_are_ordered(tmp_path):
+    """A stage's result.json is reused when it records the same script with the same values,
+    in any order or spelling (a sweep of an earlier version wrote it), and not for another value."""
+    folder = str(tmp_path / "alpha-0.1" / "scratch")
+    stage = sweep.Stage("alpha 0.1 scratch conversion", "convert.py",
+                        ["-a", "resnet", "--depth", "20", "--act", "4", "--workers", "4",
+                         "--Nbits", "8", "--model", "f.pth.tar"], folder, resumable=False)
+    os.makedirs(folder)
+
+    def recorded(*flags):
+        command = [sys.executable, "old/convert.py", *flags, "--checkpoint", folder]
+        with open(os.path.join(folder, stagejob.RESULT), "w") as f:
+            json.dump({"acc": 50.0, "command": command}, f)
+        return sweep.finished(stage)
+
+    assert recorded("--model", "f.pth.tar", "-j", "4", "--arch", "resnet", "--Nbits", "8",
+                    "--depth", "20")["acc"] == 50.0  # --act 4 is its default
+    assert recorded("--model", "f.pth.tar", "-a", "resnet", "--depth", "20", "--Nbits", "4") is None
+    assert recorded("--model", "f.pth.tar", "--no-such-flag") is None
 
 
 def test_job_slots_go_round_the_visible_gpus(tmp_path, monkeypatch):

@@ -44,7 +44,7 @@ def build(key, act=4, corrections=CORRECTED, seed=0):
 def float_net(key, seed=0):
     """The entry's own float network, as its authors define it, drawn from the same seed."""
     entry = get_arch(arch(key))
-    flags = {k: v for k, v in TINY[key].items() if k not in entry.flags}
+    flags = {k: v for k, v in TINY[key].items() if k not in entry.flag_names}
     torch.manual_seed(seed)
     return entry.build(num_classes=10, **entry.config(TINY[key]), **flags)
 

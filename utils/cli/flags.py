@@ -8,10 +8,13 @@ rules that tie two flags together are in ``check_flags``.
 import argparse
 import difflib
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 from utils.cli.release import RELEASE_DECAY, RELEASE_DEFAULTS, RELEASE_NBITS, RELEASE_SEED
 from utils.data import DATASET_NAMES, LOADERS
 from utils.errors import BSQError
+from utils.names import option
 from utils.quant.bits import MAX_BITS
 
 MAX_SEED = 2 ** 32 - 1
@@ -53,6 +56,38 @@ class Parser(argparse.ArgumentParser):
                 return group
         return self.add_argument_group(title)
 
+    def add_flags(self, title, flags):
+        """Each ``Flag`` of ``flags`` in the group ``title``."""
+        group = self.group(title)
+        for flag in flags:
+            group.add_argument(*flag.options, dest=flag.dest, type=flag.parser(),
+                               choices=flag.choices, default=flag.default, help=flag.help)
+
+    def dests(self, titles=None):
+        """The ``dest`` of each flag, of the groups ``titles`` only when given."""
+        groups = [g for g in self._action_groups if titles is None or g.title in titles]
+        return [a.dest for g in groups for a in g._group_actions if a.dest != "help"]
+
+    def spell(self, args, dests):
+        """The command line that gives the values ``args`` holds for ``dests``, as this parser
+        reads them: ``["-a", "resnet", "--depth", "20", "--no-tensorboard"]``. A None value, an
+        unset switch and a switch left at its default are left out."""
+        actions = {a.dest: a for a in self._actions}
+        words = []
+        for dest in dests:
+            action, value = actions[dest], getattr(args, dest)
+            if value is None:
+                continue
+            if isinstance(action, argparse.BooleanOptionalAction):
+                words.append(action.option_strings[0 if value else 1])
+            elif action.nargs == 0:
+                words += [action.option_strings[0]] if value != action.default else []
+            elif isinstance(value, (list, tuple)):
+                words += [action.option_strings[0], *map(str, value)]
+            else:
+                words += [action.option_strings[0], str(value)]
+        return words
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends ``(default: X)`` only where there is a default worth showing: not for a flag
@@ -63,6 +98,37 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
                 or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A flag declared as data by what reads it (a network declares its own: ``models/registry``):
+    its ``dest``, spelled ``option(dest)`` on the command line unless ``names`` are given; the
+    ``kind`` of its value (int, float or str) within ``lo`` .. ``hi`` (``hi_open``: below ``hi``)
+    or among ``choices``; the reader's ``default``; and what it means there (``help``)."""
+    dest: str
+    kind: type = int
+    default: object = None
+    help: str = ""
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    hi_open: bool = False
+    choices: Optional[tuple] = None
+    names: tuple = ()
+
+    @property
+    def options(self):
+        return self.names or (option(self.dest),)
+
+    def parser(self):
+        """The argparse ``type`` of its values (None for text)."""
+        return None if self.kind is str else number(self.kind, self.lo, self.hi,
+                                                     hi_open=self.hi_open)
+
+    def parses_like(self, other):
+        """Whether ``other`` reads values as this flag does (kind, bounds, choices)."""
+        return all(getattr(self, k) == getattr(other, k)
+                   for k in ("kind", "lo", "hi", "hi_open", "choices"))
 
 
 def number(kind, lo=None, hi=None, lo_open=False, hi_open=False):
@@ -90,7 +156,7 @@ def number(kind, lo=None, hi=None, lo_open=False, hi_open=False):
 
 
 def add_training_flags(parser, recipe, checkpoint, evaluate):
-    """The flags every training script takes besides the model's (``models.add_model_flags``):
+    """The flags every training script takes besides the model's (``models.model_flags``):
     data, ``recipe``'s schedule, the run (output folder ``checkpoint``, ``--resume``,
     ``--evaluate`` with help ``evaluate``), seed, device, speed and progress."""
     add_data_flags(parser)

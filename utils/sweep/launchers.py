@@ -222,7 +222,7 @@ class Launcher:
                 record = json.load(f)
         except (OSError, ValueError):
             return None
-        if record.get("launcher") != self.cluster or record.get("command") != stage.command():
+        if record.get("launcher") != self.cluster or not stage.same_run(record.get("command")):
             return None
         job = self.find(stage, str(record["job_id"]))
         if job is None or job.done():
