@@ -24,11 +24,11 @@ from utils.data import image_shapes
 from utils.errors import BSQError
 from utils.report.board import open_board
 from utils.report.console import summary, times
-from utils.report.scheme import scheme_report, write_scheme_json
+from utils.report.scheme import report_scheme, scheme_report
 from utils.store.checkpoint import PACT_ALPHA, checkpoint_state, read_scheme, save_checkpoint
 from utils.store.rundir import interrupted, open_run
 from utils.train.engine import evaluate
-from utils.train.fit import Schedule, fit
+from utils.train.fit import Schedule, evaluate_only, fit
 from utils.train.rng import rng_state
 
 
@@ -111,14 +111,9 @@ def main(args):
     model.to(run.device)
 
     if args.evaluate:
-        test = evaluate(model, run.test_loader)
-        acc = test["acc"]
-        print(f"--model {args.model}: test accuracy {acc:.2f}%, top-5 {test['acc5']:.2f}%")
-        if model.form != "float":
-            print(scheme_report(copy.deepcopy(model).to_bits_(), acc))
         if alphas(model):
             print(f"PACT alphas: {alphas(model)}")
-        return summary(model, acc, ckpt.get("best_acc"), args.model, acc5=test["acc5"])
+        return evaluate_only(model, run.test_loader, args.model, ckpt.get("best_acc"))
 
     folder = args.checkpoint
     print(f"finetuning {arch_title(args)}, seed {args.manualSeed}, "
@@ -155,8 +150,7 @@ def main(args):
                                          acc=float_acc if own else last_acc, best_acc=best_acc,
                                          args=args, scheme=floats.scheme()),
                         os.path.join(folder, "best_float.pth.tar"))
-        print(scheme_report(best, acc))
-        write_scheme_json(best, os.path.join(folder, "scheme.json"), acc)
+        report_scheme(best, folder, acc)
     print(result(folder, best_ckpt["epoch"], (best_form_acc, acc, float_acc), last_acc,
                  best.corrections))
     return board.finish(args, summary(best, acc, best_acc,

@@ -25,11 +25,11 @@ from utils.cli.setup import check_form, check_resumed_form, prepare
 from utils.data import image_shapes
 from utils.report.board import open_board
 from utils.report.console import summary, times
-from utils.report.scheme import scheme_report, write_scheme_json
+from utils.report.scheme import report_scheme
 from utils.store.checkpoint import checkpoint_state, read_scheme, save_checkpoint
 from utils.store.rundir import interrupted, open_run
 from utils.train.engine import evaluate
-from utils.train.fit import Schedule, fit
+from utils.train.fit import Schedule, evaluate_only, fit
 from utils.train.rng import rng_state
 
 
@@ -70,11 +70,7 @@ def main(args):
             print(f"--model {args.model}: test accuracy {acc:.2f}%")
         model.settle_()  # as the release does once before the epochs
     if args.evaluate:
-        test = evaluate(model, run.test_loader)
-        acc = test["acc"]
-        print(scheme_report(model, acc))
-        print(f"top-5 test accuracy {test['acc5']:.2f}%")
-        return summary(model, acc, acc, args.model, acc5=test["acc5"])
+        return evaluate_only(model, run.test_loader, args.model)
 
     def requantize(epoch):
         """docs/method.md, steps 1-3, at the start of every epoch e with e % Prun_Int == 0."""
@@ -101,8 +97,7 @@ def main(args):
         model.requantize_(0.0)  # the release's final re-quantization drops only empty planes
         test = evaluate(model, run.test_loader)
         acc = test["acc"]
-        print(scheme_report(model, acc))
-        write_scheme_json(model, os.path.join(args.checkpoint, "scheme.json"), acc)
+        report_scheme(model, args.checkpoint, acc)
         print(f"final re-quantized model: test accuracy {acc:.2f}%, top-5 {test['acc5']:.2f}%")
         save_checkpoint(checkpoint_state(model, epoch=args.epochs, acc=acc, best_acc=best_acc,
                                          args=args, rng=rng_state()), path)

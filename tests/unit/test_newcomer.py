@@ -264,7 +264,7 @@ def test_a_data_root_at_the_dataset_folder_itself_names_its_parent(cifar10_root,
 def test_plots_takes_several_folders(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     import utils.report.plots as plots
-    from utils.report.scheme import write_scheme_json
+    from utils.report.scheme import report_scheme
 
     def save(fig, path):  # the charts are not what is tested here: an empty file is quicker
         plots.pyplot().close(fig)
@@ -275,7 +275,7 @@ def test_plots_takes_several_folders(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for name in ("a", "b"):
         os.makedirs(f"runs/{name}")
-        write_scheme_json(empty_layers_model(), f"runs/{name}/scheme.json", acc=10.0)
+        report_scheme(empty_layers_model(), f"runs/{name}", acc=10.0)
     status, out, _ = run("plots", ["runs/a", "runs/b"])
     assert status == 0 and out.split() == ["runs/a/precision.png", "runs/b/precision.png"]
     status, out, _ = run("plots", ["runs/a", "runs/b/", "--out", "pngs"])

@@ -8,7 +8,7 @@ import torch
 
 from models import build_model
 from utils.errors import BSQError
-from utils.report.scheme import write_scheme_json
+from utils.report.scheme import report_scheme
 from utils.store.checkpoint import checkpoint_state, save_checkpoint
 from utils.store.epochlog import COLUMNS, EpochLog, read_log
 
@@ -32,7 +32,7 @@ def run_folder(tmp_path):
         log.append({"epoch": epoch, "lr": 0.1, "train_loss": 2.0 / epoch, "train_acc": 10.0 * epoch,
                     "reg": 100.0 / epoch, "test_loss": 2.1 / epoch, "test_acc": 9.0 * epoch,
                     "comp": 4.0 + epoch, "avg_bits": 32 / (4.0 + epoch), "seconds": 1.0})
-    write_scheme_json(model, str(tmp_path / "scheme.json"), acc=30.0)
+    report_scheme(model, str(tmp_path), acc=30.0)
     rows = [{"alpha": a, "avg_bits": 8 / (1 + a), "comp": 4 * (1 + a), "bsq_acc": 50 - a,
              "finetune_acc": 60 - a, "scratch_acc": 55 - a} for a in (1.0, 2.0, 3.0)]
     (tmp_path / "sweep.json").write_text(json.dumps({"rows": rows, "float_acc": 70.0}))

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from utils.report.scheme import scheme_dict, scheme_report, write_scheme_json
+from utils.report.scheme import report_scheme, scheme_dict, scheme_report
 
 from helpers import mixed_model
 
@@ -60,10 +60,11 @@ def test_text_report_has_every_tensor_and_the_totals():
     assert "accuracy" not in scheme_report(model).splitlines()[-1]
 
 
-def test_scheme_json_is_written_atomically_with_the_same_content(tmp_path):
+def test_scheme_json_is_written_atomically_with_the_same_content_as_the_report(tmp_path, capsys):
     model = mixed_model()
     path = tmp_path / "scheme.json"
-    returned = write_scheme_json(model, str(path), acc=50.0)
+    returned = report_scheme(model, str(tmp_path), acc=50.0)
+    assert capsys.readouterr().out == scheme_report(model, 50.0) + "\n"
     assert json.loads(path.read_text()) == json.loads(json.dumps(scheme_dict(model, 50.0)))
     assert json.loads(path.read_text()) == json.loads(json.dumps(returned))
     assert os.listdir(tmp_path) == ["scheme.json"]

@@ -6,6 +6,8 @@ bits form (this report, ``scheme.json``) and at 0 bits in finetune form (``cifar
 ``log.txt``; README, "What --corrected changes", row 3), so where that changes the compression
 the report gives both and says which is which (``finetune_note``).
 """
+import os
+
 from utils.quant.bits import FLOAT_BITS
 from utils.ranks import is_main
 from utils.report.console import times
@@ -107,10 +109,12 @@ def activation_lines(sites):
     return lines
 
 
-def write_scheme_json(model, path, acc=None):
-    """Write ``scheme_dict(model, acc)`` to ``path`` (``scheme.json`` beside a checkpoint) and
-    return it. Under torchrun only rank 0 writes."""
+def report_scheme(model, folder, acc=None):
+    """The end of a run that writes a bit model: ``scheme_report(model, acc)`` on stdout and
+    ``scheme_dict(model, acc)`` as ``folder/scheme.json``, which it returns. Under torchrun only
+    rank 0 writes."""
+    print(scheme_report(model, acc))
     report = scheme_dict(model, acc)
     if is_main():
-        write_json(report, path)
+        write_json(report, os.path.join(folder, "scheme.json"))
     return report

@@ -1,10 +1,12 @@
 """The epoch loop shared by the training scripts: learning-rate schedule, training, test, log.txt,
-checkpoints and progress, with a hook before each epoch (BSQ's re-quantization).
+checkpoints and progress, with a hook before each epoch (BSQ's re-quantization); and
+``--evaluate``'s one test pass.
 
 Each epoch commits ``model_best.pth.tar`` (on a new best test accuracy), its ``log.txt`` row and
 then ``checkpoint.pth.tar``, all written atomically: a run killed at any moment resumes from the
 last committed epoch and redoes the next one identically.
 """
+import copy
 import math
 import os
 import time
@@ -14,7 +16,8 @@ import torch
 
 from utils.ranks import is_main
 from utils.report.board import NO_BOARD
-from utils.report.console import Progress, epoch_line
+from utils.report.console import Progress, epoch_line, summary
+from utils.report.scheme import scheme_report
 from utils.store.checkpoint import CheckpointError, checkpoint_state, save_checkpoint
 from utils.store.epochlog import EpochLog
 from utils.store.rundir import resume_changes
@@ -28,6 +31,19 @@ from utils.train.engine import (
     train_one_epoch,
 )
 from utils.train.rng import rng_state, set_rng_state
+
+
+def evaluate_only(model, loader, path, best_acc=None):
+    """``--evaluate``: one test pass of ``model``, loaded from ``path``; its accuracy and top-5,
+    and its scheme report (of its bit representation, the model unchanged) on stdout. Returns
+    the final JSON line's figures (``best_acc``: the checkpoint's, or this pass's)."""
+    test = evaluate(model, loader)
+    print(f"--model {path}: test accuracy {test['acc']:.2f}%, top-5 {test['acc5']:.2f}%")
+    if model.form != "float":
+        bits = model if model.form == "bits" else copy.deepcopy(model).to_bits_()
+        print(scheme_report(bits, test["acc"]))
+    return summary(model, test["acc"], test["acc"] if best_acc is None else best_acc, path,
+                   acc5=test["acc5"])
 
 
 @dataclass(frozen=True)
