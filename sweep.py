@@ -282,28 +282,35 @@ def table(sweep):
              f"{epochs['bsq']} (re-quantization every {epochs['Prun_Int']}), finetune "
              f"{epochs['finetune']}.",
              f"Float model {sweep['float_model']}: test accuracy {sweep['float_acc']:.2f}%.", "",
-             "| alpha | avg bits | compression | BSQ acc (%) | finetuned acc (%) "
+             "| alpha | avg bits | compression | GBOPs | BSQ acc (%) | finetuned acc (%) "
              "| from scratch acc (%) |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in sweep["rows"]:
         lines.append(f"| {r['alpha']:g} | {r['avg_bits']:.3f} | {times(r['comp'])} | "
-                     f"{r['bsq_acc']:.2f} | "
+                     f"{gbops(r.get('bops'))} | {r['bsq_acc']:.2f} | "
                      f"{r['finetune_acc']:.2f} | {r['scratch_acc']:.2f} |")
     lines += ["", "BSQ acc: the re-quantized BSQ model; finetuned: after finetuning at its "
               "scheme; from scratch: the float model converted to the same scheme, then "
-              "finetuned the same way. Compression is 32 TP/TB."]
-    lines += ["", "| uniform bits | avg bits | compression | converted acc (%) "
-              "| finetuned acc (%) |", "| ---: | ---: | ---: | ---: | ---: |"]
+              "finetuned the same way. Compression is 32 TP/TB; GBOPs: bit-operations of one "
+              "image's forward pass (MACs x weight bits x activation bits, every conv and "
+              "linear), of the finetuned model."]
+    lines += ["", "| uniform bits | avg bits | compression | GBOPs | converted acc (%) "
+              "| finetuned acc (%) |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
     for u in sweep["uniform"]:
         finetuned = "" if u["finetune_acc"] is None else f"{u['finetune_acc']:.2f}"
         lines.append(f"| {u['bits']} | {u['avg_bits']:.3f} | {times(u['comp'])} | "
-                     f"{u['convert_acc']:.2f} | {finetuned} |")
+                     f"{gbops(u.get('bops'))} | {u['convert_acc']:.2f} | {finetuned} |")
     lines += ["", f"Uniform: the float model converted to every layer at that precision (the "
               f"{sweep['config']['Nbits']}-bit row is BSQ's starting point, not finetuned), "
               "then finetuned as BSQ's models are."]
     if sweep.get("plot"):
         lines += ["", f"![accuracy vs compression]({os.path.basename(sweep['plot'])})"]
     return "\n".join(lines) + "\n"
+
+
+def gbops(bops):
+    """Bit-operations in billions for the table ("" where a stage did not count them)."""
+    return "" if bops is None else f"{bops / 1e9:.3f}"
 
 
 def sweep_seed(out):
@@ -340,15 +347,17 @@ def main(args):
         runs.append({"alpha": alpha, "bsq": bsq, "finetune": ft, "scratch": scratch,
                      "scratch_finetune": scratch_ft})
         rows.append({"alpha": alpha, "avg_bits": bsq["avg_bits"], "comp": bsq["comp"],
-                     "bsq_acc": bsq["acc"], "finetune_acc": ft["acc"],
+                     "bops": ft.get("bops"), "bsq_acc": bsq["acc"], "finetune_acc": ft["acc"],
                      "scratch_acc": scratch_ft["acc"], "scratch_before_acc": scratch["acc"]})
     start = results["8-bit conversion"]
     uniform = [{"bits": args.Nbits, "avg_bits": start["avg_bits"], "comp": start["comp"],
-                "convert_acc": start["acc"], "finetune_acc": None}]  # BSQ's starting point
+                "bops": start.get("bops"), "convert_acc": start["acc"],
+                "finetune_acc": None}]  # BSQ's starting point
     for n in args.uniform:
         converted, ft = results[f"uniform {n}-bit conversion"], results[f"uniform {n}-bit finetune"]
         uniform.append({"bits": n, "avg_bits": ft["avg_bits"], "comp": ft["comp"],
-                        "convert_acc": converted["acc"], "finetune_acc": ft["acc"]})
+                        "bops": ft.get("bops"), "convert_acc": converted["acc"],
+                        "finetune_acc": ft["acc"]})
     factor, recipe = args.epochs_scale, recipe_for(args.dataset)
     sweep = {"config": vars(args), "network": arch_title(args),
              "device": launcher.device(),

@@ -9,6 +9,7 @@ from utils.quant.corrections import CORRECTED
 from utils.quant.regularizer import bit_group_lasso
 
 from .bitlayer import FORMS, BitLayer
+from .cost import input_bits, layer_macs
 
 CLAMP = {"bits": (0.0, 2.0), "finetune": (-1.0, 1.0)}  # docs/method.md: after every step
 
@@ -25,12 +26,15 @@ class BitModel:
 
     Attributes set by ``make_bit_model``: ``corrections`` (``utils.quant.corrections``),
     ``arch_spec`` (what rebuilds the network: ``{"arch", "num_classes", "act", **its flags}``)
-    and ``release_clamp`` (the release's clamp by parameter name, or None).
+    and ``release_clamp`` (the release's clamp by parameter name, or None); ``input_shape``, the
+    ``(C, H, W)`` of one image its bit-operations are counted for (``models/build.py`` and
+    ``load_model`` set it to the network's or the data's).
     """
 
     corrections = CORRECTED
     arch_spec = {}
     release_clamp = None
+    input_shape = (3, 32, 32)
 
     def quant_layers(self):
         """``[(name, layer)]`` of the quantized layers, in module order."""
@@ -139,6 +143,32 @@ class BitModel:
         """``TB / TP``, the average precision of a quantized weight."""
         total, bits = self.size()
         return bits / total
+
+    def costs(self):
+        """Each conv and linear's bit-operations for one image of ``input_shape``, in forward
+        order (``models/cost.py``): ``[{"layer", "macs", "weight_bits", "act_bits", "bops",
+        "quantized"}]``, ``weight_bits`` the layer's precision (32 in float form and for a float
+        layer). The MACs and input precisions, which no training changes, are measured once."""
+        shape = tuple(self.input_shape)
+        if getattr(self, "_measured", (None,))[0] != shape:
+            self._measured = (shape, layer_macs(self, shape), input_bits(self))
+        _, macs, act_bits = self._measured
+        rows = []
+        for name, count in macs.items():
+            module = self.get_submodule(name)
+            quantized = isinstance(module, BitLayer)
+            weight_bits = module.precision()[0] if quantized and module.form != "float" \
+                else FLOAT_BITS
+            act = act_bits.get(name, FLOAT_BITS)
+            rows.append({"layer": name, "macs": count, "weight_bits": weight_bits,
+                         "act_bits": act, "bops": count * weight_bits * act,
+                         "quantized": quantized})
+        return rows
+
+    def bops(self):
+        """Bit-operations of one image's forward pass: ``sum(MACs x weight bits x activation
+        bits)`` over every conv and linear (``costs``)."""
+        return sum(row["bops"] for row in self.costs())
 
     def regularizer(self):
         """``B`` of Eq. 5 over the bit planes (bits form): the loss is ``CE + alpha * B / TP``."""

@@ -53,7 +53,10 @@ def build_model(arch="resnet", num_classes=10, act=4, corrections=CORRECTED, **f
     if act or (policy is not None and policy.act0_clips):
         forward = quantize_activations_(net, lambda: ActQuantizer(act))
     spec = {"arch": entry.name, **config, "num_classes": num_classes, "act": act}
-    return make_bit_model(net, spec, corrections, policy and policy.clamp, forward)
+    model = make_bit_model(net, spec, corrections, policy and policy.clamp, forward)
+    if entry.input_size is not None:
+        model.input_shape = entry.input_size
+    return model
 
 
 def check_network(model, shapes):

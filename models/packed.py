@@ -33,15 +33,24 @@ def packed_tensors(model):
     return quantized, float_tensors(model)
 
 
+# What a packed file's "model" holds besides the network's arch_spec
+DESCRIBED = ("checkpoint", "acc", "input_shape", "macs", "bops")
+
+
 def pack(model, path, checkpoint=None, acc=None):
     """Write ``model`` (bits or finetune form) to the packed file ``path``; returns the header.
 
     The header's ``model`` is the network's ``arch_spec`` (what rebuilds it) with the source
-    ``checkpoint`` and its accuracy ``acc``.
+    ``checkpoint``, its accuracy ``acc``, and the ``input_shape`` its ``macs`` and ``bops`` (one
+    image's multiply-accumulates and bit-operations, ``model.costs()``) are counted for.
     """
     if model.form == "float":
         raise ValueError("a float model has no quantization scheme to pack")
-    description = {**model.arch_spec, "checkpoint": checkpoint, "acc": acc}
+    costs = model.costs()
+    description = {**model.arch_spec, "checkpoint": checkpoint, "acc": acc,
+                   "input_shape": list(model.input_shape),
+                   "macs": sum(row["macs"] for row in costs),
+                   "bops": sum(row["bops"] for row in costs)}
     return write_packed(path, description, *packed_tensors(model))
 
 
@@ -49,8 +58,10 @@ def unpack(path):
     """Rebuild the model of a packed file, in bits form on the CPU; returns ``(model, header)``."""
     header, quantized, floats = read_packed(path)
     try:
-        spec = {k: v for k, v in header["model"].items() if k not in ("checkpoint", "acc")}
+        spec = {k: v for k, v in header["model"].items() if k not in DESCRIBED}
         model = build_model(**spec)
+        if header["model"].get("input_shape"):
+            model.input_shape = tuple(header["model"]["input_shape"])
         scheme = {name: [quantized[f"{name}.weight"][1],
                          quantized[f"{name}.bias"][1] if f"{name}.bias" in quantized else 0]
                   for name, _ in model.quant_layers()}

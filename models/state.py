@@ -23,13 +23,16 @@ def load_model(path=None, checkpoint=None, partial=False, inputs=(), **config):
     """``build_model(**config)`` with the checkpoint at ``path`` (any form, ours or the
     release's) loaded into it; ``checkpoint``: that file already read; ``partial``: see
     ``load_model_state``; ``inputs``: the data's image shapes ``(C, H, W)``, which the network
-    is checked on first (``check_network``). Without ``config``, the network the checkpoint
-    records (``recorded_config``). Without a path, the freshly initialised model. Returns
+    is checked on first (``check_network``), the last (the test images') the one its
+    bit-operations are counted for. Without ``config``, the network the checkpoint records
+    (``recorded_config``). Without a path, the freshly initialised model. Returns
     ``(model, checkpoint)``; raises ``CheckpointError`` (``ArchError`` from the check)."""
     if path and checkpoint is None:
         checkpoint = load_checkpoint(path)
     model = build_model(**(config or recorded_config(checkpoint, path)))
     check_network(model, inputs)
+    if inputs:
+        model.input_shape = tuple(inputs[-1])  # the test images' (``image_shapes``)
     act = model.arch_spec["act"]
     sites = model.activation_report()
     if inputs and act and not any(row["bits"] for row in sites):

@@ -70,7 +70,7 @@ def test_model_config_takes_the_crops_from_the_network_and_the_classes_from_the_
     assert input_shape(args) == (3, 299, 299)
     args = flags(data_root=imagenet_root, arch="resnet18", train_crop_size=40, val_crop_size=32)
     model_config(args)
-    assert image_shapes(args) == [(3, 32, 32), (3, 40, 40)]
+    assert image_shapes(args) == [(3, 40, 40), (3, 32, 32)]  # training, then test
     with pytest.raises(DataError, match="--val-crop-size is for -d imagenet"):
         model_config(flags(dataset="cifar10", val_crop_size=32))
     with pytest.raises(ArchError, match="inception_v3 cannot take 3x32x32 images"):

@@ -23,7 +23,9 @@ def test_totals_are_the_models_accounting(form):
     assert report["totals"] == {"TP": total, "TB": bits, "avg_bits": model.avg_bits(),
                                 "compression": model.compression(), "acc": 12.5,
                                 "empty": 0 if form == "float" else zero,  # corrected: 0 bits
-                                "finetune_form": None if form == "float" else same}
+                                "finetune_form": None if form == "float" else same,
+                                "MACs": sum(r["macs"] for r in report["costs"]),
+                                "BOPs": sum(r["bops"] for r in report["costs"])}
     rows = report["layers"]
     assert sum(math.prod(r["shape"]) for r in rows) == total
     assert sum(math.prod(r["shape"]) * r["bits"] for r in rows) == bits
@@ -51,8 +53,10 @@ def test_text_report_has_every_tensor_and_the_totals():
     model = mixed_model()
     total, bits = model.size()
     lines = scheme_report(model, acc=87.25).splitlines()
-    sites = len(model.activation_report())
-    assert len(lines) == 1 + sum(len(m.slots) for _, m in model.quant_layers()) + 2 + sites + 1
+    sites, costs = len(model.activation_report()), len(model.costs())
+    assert len(lines) == (1 + sum(len(m.slots) for _, m in model.quant_layers()) + 2 + sites
+                          + 2 + costs + 1)
+    assert f"{model.bops() / 1e6:.4g}M BOPs per image" in lines[-1]
     assert any(line.startswith("fc (bias)") for line in lines)
     assert f"TP {total} weights, TB {bits} bits" in lines[-1]
     assert f"compression {model.compression():.2f}x" in lines[-1]

@@ -32,10 +32,11 @@ def input_shape(args):
 
 
 def image_shapes(args):
-    """The ``(C, H, W)`` of the training and of the test images, in a sorted list (one entry
+    """The ``(C, H, W)`` of the training and of the test images, the test images' last (one entry
     when they are alike)."""
-    train = (3, *[Crops.from_args(args).train] * 2) if args.dataset == IMAGENET else None
-    return sorted({input_shape(args), train or input_shape(args)})
+    test = input_shape(args)
+    train = (3, *[Crops.from_args(args).train] * 2) if args.dataset == IMAGENET else test
+    return list(dict.fromkeys([train, test]))
 
 
 def build_loaders(dataset, root, train_batch, test_batch, device, loader="device", workers=4,

@@ -99,10 +99,11 @@ def summary(model, acc, best_acc, checkpoint, **extra):
     number to 4 decimals (an accuracy counted in fp32, 33.33333206176758, as 33.3333; the
     checkpoints keep the release's values).
 
-    ``comp`` is null for a model without any bit (every tensor at precision 0).
+    ``comp`` is null for a model without any bit (every tensor at precision 0); ``bops``: the
+    bit-operations of one image's forward pass (``model.bops()``).
     """
     figures = {"acc": acc, "best_acc": best_acc, "comp": model.compression(),
-               "avg_bits": model.avg_bits(),
+               "avg_bits": model.avg_bits(), "bops": model.bops(),
                "scheme": model.scheme() if model.form != "float" else None,
                "checkpoint": checkpoint, **extra}
     figures = {k: round(v, 4) if isinstance(v, float) and math.isfinite(v) else v

@@ -173,29 +173,48 @@ def plot_curves(log, path, requant_epochs=(), final=None, title="training curves
 
 
 def plot_tradeoff(rows, path, float_acc=None, title="accuracy vs compression", uniform=()):
-    """A sweep's accuracy against compression, one point per alpha (``sweep.json``'s rows).
+    """A sweep's accuracy against compression, one point per alpha (``sweep.json``'s rows), and
+    beside it against bit-operations per image where the rows have them (``bops``).
 
     Series: BSQ before finetuning, BSQ after, and training from scratch at BSQ's scheme; the
     ``uniform`` points (``sweep.json``'s ``uniform``: a precision for every layer, finetuned or,
     BSQ's starting point, as converted) and the float model as a line.
     """
     plt = pyplot()
-    rows = sorted(rows, key=lambda r: r["comp"])
-    comp = [r["comp"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    axes = [("comp", "compression 32 TP/TB (x)", 1)]
+    if any(r.get("bops") for r in [*rows, *uniform]):
+        axes.append(("bops", "bit-operations per image (GBOPs)", 1e-9))
+    fig, panels = plt.subplots(1, len(axes), figsize=(6.5 * len(axes), 4.5), squeeze=False)
+    for ax, (key, label, unit) in zip(panels[0], axes):
+        _tradeoff_panel(ax, rows, uniform, float_acc, key, unit)
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if key == "bops":
+        ax.invert_xaxis()  # fewer bit-operations to the right, as more compression is
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _tradeoff_panel(ax, rows, uniform, float_acc, x, unit):
+    """One panel of ``plot_tradeoff``: the points against ``x`` scaled by ``unit``; every row has
+    a compression, only some may have ``bops`` (a sweep of an earlier version counted none)."""
+    rows = sorted((r for r in rows if x == "comp" or r.get(x) is not None), key=lambda r: r[x])
     for key, label, style in (("finetune_acc", "BSQ + finetune", "o-"),
                               ("bsq_acc", "BSQ, before finetune", "s--"),
                               ("scratch_acc", "train from scratch at BSQ's scheme", "^:")):
-        points = [(c, r[key]) for c, r in zip(comp, rows) if r.get(key) is not None]
+        points = [(r[x] * unit, r[key]) for r in rows if r.get(key) is not None]
         if points:
             ax.plot(*zip(*points), style, label=label)
     for r in rows:
         y = r.get("finetune_acc", r.get("bsq_acc"))
         if y is not None:
-            ax.annotate(f"alpha {r['alpha']:g}", (r["comp"], y), textcoords="offset points",
+            ax.annotate(f"alpha {r['alpha']:g}", (r[x] * unit, y), textcoords="offset points",
                         xytext=(4, 4), fontsize=7)
-    points = [(u["comp"], u["convert_acc"] if u["finetune_acc"] is None else u["finetune_acc"],
-               u["bits"]) for u in sorted(uniform, key=lambda u: u["comp"])]
+    points = [(u[x] * unit, u["convert_acc"] if u["finetune_acc"] is None else u["finetune_acc"],
+               u["bits"]) for u in sorted(uniform, key=lambda u: u.get(x) or 0)
+              if u.get(x) is not None]
     if points:
         ax.plot([c for c, _, _ in points], [a for _, a, _ in points], "D", color="black",
                 label="uniform precision (+ finetune)")
@@ -204,12 +223,6 @@ def plot_tradeoff(rows, path, float_acc=None, title="accuracy vs compression", u
                         fontsize=7)
     if float_acc is not None:
         ax.axhline(float_acc, color="gray", lw=0.8, ls="-.", label="float model")
-    ax.set_xlabel("compression 32 TP/TB (x)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
 
 
 def _read_json(path):

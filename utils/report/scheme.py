@@ -29,7 +29,9 @@ def scheme_dict(model, acc=None):
     ``finetune_form``: ``TB``, ``avg_bits`` and ``compression`` as finetune form counts them,
     where the release puts an empty 1-bit tensor at precision 0 (null for a float model).
     ``scheme``: the release's ``Nbit_dict``. ``activations``: each activation call site, its
-    kind and the precision of its quantizer or why it stays float (``activation_report``). A
+    kind and the precision of its quantizer or why it stays float (``activation_report``).
+    ``costs``: each conv and linear's MACs per image, weight and input activation bits and
+    bit-operations (``model.costs()``), with ``MACs`` and ``BOPs`` (their sums) in ``totals``. A
     float model counts 32 bits per weight, as ``model.size()`` does.
     """
     total, bits = model.size()
@@ -46,10 +48,13 @@ def scheme_dict(model, acc=None):
     finetune = None if model.form == "float" else {
         "TB": finetune_bits, "avg_bits": finetune_bits / total,
         "compression": FLOAT_BITS * total / finetune_bits if finetune_bits else float("inf")}
-    return {"layers": layers, "activations": model.activation_report(),
+    costs = model.costs()
+    return {"layers": layers, "activations": model.activation_report(), "costs": costs,
             "totals": {"TP": total, "TB": bits, "avg_bits": bits / total,
                        "compression": model.compression(), "acc": acc,
-                       "empty": sum(row["empty"] for row in layers), "finetune_form": finetune},
+                       "empty": sum(row["empty"] for row in layers), "finetune_form": finetune,
+                       "MACs": sum(row["macs"] for row in costs),
+                       "BOPs": sum(row["bops"] for row in costs)},
             "scheme": model.scheme() if model.form != "float" else None}
 
 
@@ -71,9 +76,10 @@ def finetune_note(report):
 def scheme_report(model, acc=None):
     """Per quantized tensor: shape, precision, percentage of ones per plane (MSB first), and the
     tensor's share of the model's bits, an empty tensor marked; then each activation call site
-    and its quantizer (``activation_lines``); then TP, TB, average bits,
-    compression and, when ``acc`` is given, the test accuracy; then ``finetune_note``. The text
-    form of ``scheme_dict``."""
+    and its quantizer (``activation_lines``); then each conv and linear's bit-operations
+    (``cost_lines``); then TP, TB, average bits, compression, MACs and BOPs per image and, when
+    ``acc`` is given, the test accuracy; then ``finetune_note``. The text form of
+    ``scheme_dict``."""
     report = scheme_dict(model, acc)
     rows = [(row["name"] if row["tensor"] == "weight" else f"{row['name']} (bias)",
              "x".join(str(d) for d in row["shape"]), row) for row in report["layers"]]
@@ -86,12 +92,36 @@ def scheme_report(model, acc=None):
         lines.append(f"{label:<{wide}} {shape:<18} {row['bits']:>4} {row['share']:5.1f}%  "
                      f"{ones}{mark}".rstrip())
     lines += activation_lines(report["activations"])
+    lines += cost_lines(report["costs"])
     totals = report["totals"]
     line = (f"TP {totals['TP']} weights, TB {totals['TB']} bits, {totals['avg_bits']:.3f} bits per "
-            f"weight, compression {times(totals['compression'])}")
+            f"weight, compression {times(totals['compression'])}, {count(totals['MACs'])} MACs "
+            f"and {count(totals['BOPs'])} BOPs per image")
     lines.append(line if acc is None else f"{line}, test accuracy {acc:.2f}%")
     note = finetune_note(report)
     return "\n".join([*lines, note[0].upper() + note[1:]] if note else lines)
+
+
+def cost_lines(costs):
+    """The bit-operations of ``model.costs()`` as a table: per conv and linear its MACs per image,
+    weight bits x input activation bits (32: float), its BOPs and their share."""
+    total = sum(row["bops"] for row in costs) or 1
+    wide = max([5, *(len(row["layer"]) for row in costs)])
+    lines = ["bit-operations per image (BOPs = MACs x weight bits x activation bits):",
+             f"{'layer':<{wide}} {'MACs':>8} {'w x a bits':>10} {'BOPs':>8} {'share':>6}"]
+    lines += [f"{row['layer']:<{wide}} {count(row['macs']):>8} "
+              f"{row['weight_bits']:>4} x {row['act_bits']:<3} {count(row['bops']):>8} "
+              f"{100 * row['bops'] / total:5.1f}%" + ("" if row["quantized"] else "  float layer")
+              for row in costs]
+    return lines
+
+
+def count(n):
+    """``n`` for people: ``40.81M``, ``1.959G``, ``640``."""
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.4g}{unit}"
+    return f"{n:g}"
 
 
 def activation_lines(sites):
