@@ -20,17 +20,19 @@ from utils.cli.flags import (
     add_corrected_flag,
     add_training_flags,
 )
-from utils.cli.release import RELEASE_CHECKPOINT, RELEASE_DEFAULTS
+from utils.cli.release import RELEASE_CHECKPOINT, RELEASE_DECAY, RELEASE_DEFAULTS
 from utils.cli.setup import check_form, check_resumed_form, prepare
 from utils.data import image_shapes
+from utils.errors import BSQError
 from utils.report.board import open_board
 from utils.report.console import summary, times
 from utils.report.scheme import report_scheme
 from utils.store.checkpoint import checkpoint_state, read_scheme, save_checkpoint
 from utils.store.rundir import interrupted, open_run
 from utils.train.engine import evaluate
-from utils.train.fit import Schedule, evaluate_only, fit
+from utils.train.fit import TARGET, Schedule, evaluate_only, fit
 from utils.train.rng import rng_state
+from utils.train.target import AlphaController, Budget, reach_step
 
 
 def get_args_parser(add_help=True):
@@ -48,6 +50,10 @@ def get_args_parser(add_help=True):
 
 def main(args):
     config = model_config(args)
+    budget = Budget.from_args(args)  # a target: alpha set during training (utils/train/target.py)
+    if budget is None and args.decay is None:
+        args.decay = RELEASE_DECAY
+    allowed = tuple(sorted(set(args.allowed_bits or ())))
     run = prepare(args, writes=not args.evaluate)
     model, ckpt = load_model(args.resume or args.model, run.resume, inputs=image_shapes(args),
                              **config)
@@ -64,6 +70,9 @@ def main(args):
               "representation (the same weights)")
         model.to_bits_()
     model.to(run.device)
+    model.allowed_bits = check_allowed(model, allowed)
+    if budget is not None and run.resume is None and not args.evaluate:
+        budget.check_start(model)
     if run.resume is None:
         if args.model:
             acc = evaluate(model, run.test_loader)["acc"]
@@ -82,8 +91,12 @@ def main(args):
               f"compression {times(model.compression())}, test accuracy {acc:.2f}%")
         return True
 
-    decay = args.decay if args.L1 else 0.0
-    print(f"BSQ: {arch_title(args)} on {args.dataset}, alpha {decay}, Prun_Int {args.Prun_Int}, "
+    decay = args.decay if args.L1 and budget is None else 0.0
+    controller = None if budget is None else AlphaController(
+        budget, model, budget.size(model), device=run.device, thre=args.thre,
+        reach=reach_step(args.epochs, args.Prun_Int, len(run.train_loader)))
+    goal = f"alpha {decay}" if budget is None else f"{budget.flag}, alpha from {controller.value()}"
+    print(f"BSQ: {arch_title(args)} on {args.dataset}, {goal}, Prun_Int {args.Prun_Int}, "
           f"thre {args.thre}, act {args.act}, seed {args.manualSeed}, "
           f"{'corrected' if args.corrected else 'as the release'}, {run.device}")
     path = os.path.join(args.checkpoint, "checkpoint.pth.tar")
@@ -93,15 +106,41 @@ def main(args):
                           args.checkpoint, speed=run.speed, decay=decay,
                           clamp=args.bin or model.corrections.clamp, before_epoch=requantize,
                           resume=run.resume, start_epoch=args.start_epoch,
-                          progress_every=args.progress, record=args, board=board)
+                          progress_every=args.progress, record=args, board=board,
+                          controller=controller)
         model.requantize_(0.0)  # the release's final re-quantization drops only empty planes
+        extra = {} if budget is None else met(model, budget, controller)
         test = evaluate(model, run.test_loader)
         acc = test["acc"]
         report_scheme(model, args.checkpoint, acc)
         print(f"final re-quantized model: test accuracy {acc:.2f}%, top-5 {test['acc5']:.2f}%")
+        kept = {} if controller is None else {TARGET: controller.state_dict()}
         save_checkpoint(checkpoint_state(model, epoch=args.epochs, acc=acc, best_acc=best_acc,
-                                         args=args, rng=rng_state()), path)
-    return board.finish(args, summary(model, acc, best_acc, path, acc5=test["acc5"]))
+                                         args=args, rng=rng_state(), **kept), path)
+    return board.finish(args, summary(model, acc, best_acc, path, acc5=test["acc5"], **extra))
+
+
+def check_allowed(model, allowed):
+    """``--allowed-bits``, checked against the model's precisions: the widest must hold its
+    widest layer (a precision is only ever rounded up)."""
+    widest = max(n for n, _ in model.scheme().values())  # (bits form)
+    if allowed and allowed[-1] < widest:
+        raise BSQError(f"--allowed-bits {' '.join(map(str, allowed))} cannot hold the model's "
+                       f"{widest}-bit layers: add {widest}")
+    return allowed
+
+
+def met(model, budget, controller):
+    """A budgeted run's end: the planes dropped to meet the budget when the last re-quantization
+    left the model above it (``BitModel.meet_``), said and returned with the alpha trajectory."""
+    dropped = model.meet_(budget.over)
+    size = budget.size(model)
+    print(f"{budget.flag}: {budget.show(size)} after the final re-quantization"
+          + (f" and {dropped} planes dropped to meet it" if dropped else "")
+          + ("" if size <= budget.target else " (no layer can lose a plane: not met)")
+          + f"; alpha ended at {controller.value():.4g}")
+    return {"target": budget.flag, "dropped_planes": dropped, "alpha": controller.value(),
+            "alphas": [round(a, 6) for _, a, _ in controller.history]}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The README's whole recipe for a list of alphas, with the train-from-scratch baseline at each.
+"""The README's whole recipe for a list of alphas (or budgets), with the train-from-scratch
+baseline at each.
 
     python sweep.py --decays 0.005 0.01 0.02 --data-root data --out runs/sweep
     python sweep.py --decays 0.005 0.01 --epochs-scale 0.01 --float-model CKPT --out runs/short
@@ -19,6 +20,7 @@ batch split over a stage's torchrun ranks unless ``--train-batch`` (per process)
     alpha-A/finetune/    cifar_finetune.py of the BSQ result
     alpha-A/scratch/     convert.py --dict: the float model at BSQ's scheme
     alpha-A/scratch-ft/  cifar_finetune.py of that, the "train from scratch" baseline
+    target-K-V/...       the same four for --targets V (--target-kind K): BSQ to that budget
     uniform-N/convert/   convert.py --Nbits N (with --uniform N ...): the paper's uniform baseline
     uniform-N/finetune/  cifar_finetune.py of that, as long as BSQ's models are finetuned
 
@@ -78,6 +80,7 @@ SCRIPTS = {"cifar_train.py": cifar_train.get_args_parser,
            "cifar_finetune.py": cifar_finetune.get_args_parser,
            "convert.py": convert.get_args_parser}
 FORWARDED = ("model", "data", "run", "speed", "output")
+TARGET_KINDS = ("compression", "bits", "bops")
 POLL_S = 0.2
 
 
@@ -107,8 +110,12 @@ def get_args_parser(add_help=True):
     parser = Parser(description="BSQ recipe for a list of alphas, with the train-from-scratch "
                     "baseline", add_help=add_help)
     group = parser.group("sweep")
-    group.add_argument("--decays", type=number(float, 0), nargs="+", required=True,
+    group.add_argument("--decays", type=number(float, 0), nargs="+", default=[],
                        help="the alphas (--decay) to run")
+    group.add_argument("--targets", type=number(float, 0, lo_open=True), nargs="+", default=[],
+                       help="budgets to run BSQ to, in place of alphas (--target-KIND V each)")
+    group.add_argument("--target-kind", choices=TARGET_KINDS, default="compression",
+                       help="what --targets are: compression (x), average bits or GBOPs")
     group.add_argument("--epochs-scale", type=number(float, 0, lo_open=True), default=1.0,
                        help="multiply every epoch count, lr milestone and --Prun_Int by this")
     group.add_argument("--out", default="runs/sweep", help="folder for every stage and the tables")
@@ -183,13 +190,13 @@ def plan(args, out):
     stages.append(Stage("8-bit conversion", "convert.py", convert + ["--model", float_model,
                         "--Nbits", str(args.Nbits)], os.path.join(out, "float-8"), first, False))
     start = os.path.join(out, "float-8", "model_best.pth.tar")
-    for alpha in args.decays:
-        folder, a = os.path.join(out, f"alpha-{alpha:g}"), f"alpha {alpha:g}"
+    for point in points(args):
+        folder, a = os.path.join(out, point["folder"]), point["name"]
         bsq = os.path.join(folder, "bsq", "checkpoint.pth.tar")
         scratch = os.path.join(folder, "scratch", "model_best.pth.tar")
         stages += [
             Stage(f"{a} BSQ", "cifar_prune_STE.py", bsq_run + schedule["bsq"] + bits
-                  + ["--L1", "--decay", str(alpha), "--thre", str(args.thre), "--model", start],
+                  + ["--L1", *point["flags"], "--thre", str(args.thre), "--model", start],
                   os.path.join(folder, "bsq"), ("8-bit conversion",)),
             Stage(f"{a} finetune", "cifar_finetune.py", finetune + schedule["finetune"]
                   + bits + ["--model", bsq], os.path.join(folder, "finetune"), (f"{a} BSQ",)),
@@ -209,6 +216,17 @@ def plan(args, out):
                   + ["--Nbits", str(n), "--bin", "--model", converted],
                   os.path.join(folder, "finetune"), (f"{u} conversion",))]
     return stages, float_model
+
+
+def points(args):
+    """The BSQ runs of the sweep, one per alpha of ``--decays`` and per budget of ``--targets``:
+    ``{"alpha" | "target", "name", "folder", "flags"}`` (the BSQ stage's own flags)."""
+    runs = [{"alpha": a, "target": None, "name": f"alpha {a:g}", "folder": f"alpha-{a:g}",
+             "flags": ["--decay", str(a)]} for a in args.decays]
+    kind = args.target_kind
+    return runs + [{"alpha": None, "target": f"{kind} {v:g}", "name": f"target {kind} {v:g}",
+                    "folder": f"target-{kind}-{v:g}", "flags": [f"--target-{kind}", f"{v:g}"]}
+                   for v in args.targets]
 
 
 def finished(stage):
@@ -286,14 +304,15 @@ def table(sweep):
              "| from scratch acc (%) |",
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in sweep["rows"]:
-        lines.append(f"| {r['alpha']:g} | {r['avg_bits']:.3f} | {times(r['comp'])} | "
+        lines.append(f"| {point_label(r)} | {r['avg_bits']:.3f} | {times(r['comp'])} | "
                      f"{gbops(r.get('bops'))} | {r['bsq_acc']:.2f} | "
                      f"{r['finetune_acc']:.2f} | {r['scratch_acc']:.2f} |")
     lines += ["", "BSQ acc: the re-quantized BSQ model; finetuned: after finetuning at its "
               "scheme; from scratch: the float model converted to the same scheme, then "
               "finetuned the same way. Compression is 32 TP/TB; GBOPs: bit-operations of one "
               "image's forward pass (MACs x weight bits x activation bits, every conv and "
-              "linear), of the finetuned model."]
+              "linear), of the finetuned model. A target row: BSQ to that budget, alpha set "
+              "during training (its last value given)."]
     lines += ["", "| uniform bits | avg bits | compression | GBOPs | converted acc (%) "
               "| finetuned acc (%) |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
     for u in sweep["uniform"]:
@@ -306,6 +325,13 @@ def table(sweep):
     if sweep.get("plot"):
         lines += ["", f"![accuracy vs compression]({os.path.basename(sweep['plot'])})"]
     return "\n".join(lines) + "\n"
+
+
+def point_label(row):
+    """A row's first cell: its alpha, or its target and the alpha it ended at."""
+    if row.get("target") is None:
+        return f"{row['alpha']:g}"
+    return f"{row['target']} (alpha {row['end_alpha']:.3g})"
 
 
 def gbops(bops):
@@ -328,6 +354,8 @@ def sweep_seed(out):
 
 def main(args):
     model_config(args)  # the architecture and its flags, checked before any work
+    if not (args.decays or args.targets):
+        raise BSQError("sweep.py needs --decays (alphas) or --targets (budgets): give one")
     if args.float_model and not os.path.isfile(args.float_model):
         raise BSQError(f"--float-model {args.float_model} does not exist: check the path")
     resources = Resources.from_args(args)
@@ -340,13 +368,14 @@ def main(args):
     stages, float_model = plan(args, out)
     results = run_stages(stages, launcher, args.progress)
     rows, runs = [], []
-    for alpha in args.decays:
-        a = f"alpha {alpha:g}"
+    for point in points(args):
+        a, who = point["name"], {"alpha": point["alpha"], "target": point["target"]}
         bsq, ft = results[f"{a} BSQ"], results[f"{a} finetune"]
         scratch, scratch_ft = results[f"{a} scratch conversion"], results[f"{a} scratch finetune"]
-        runs.append({"alpha": alpha, "bsq": bsq, "finetune": ft, "scratch": scratch,
+        runs.append({**who, "bsq": bsq, "finetune": ft, "scratch": scratch,
                      "scratch_finetune": scratch_ft})
-        rows.append({"alpha": alpha, "avg_bits": bsq["avg_bits"], "comp": bsq["comp"],
+        rows.append({**who, "end_alpha": bsq.get("alpha", point["alpha"]),
+                     "avg_bits": bsq["avg_bits"], "comp": bsq["comp"],
                      "bops": ft.get("bops"), "bsq_acc": bsq["acc"], "finetune_acc": ft["acc"],
                      "scratch_acc": scratch_ft["acc"], "scratch_before_acc": scratch["acc"]})
     start = results["8-bit conversion"]

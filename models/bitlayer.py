@@ -30,7 +30,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.quant.bits import drop_planes, encode, plane_value, quantize, requantize
+from utils.quant.bits import (
+    allowed_width,
+    drop_planes,
+    encode,
+    plane_value,
+    quantize,
+    requantize,
+    step_down,
+    widen,
+)
 from utils.quant.corrections import CORRECTED
 from utils.quant.ste import WeightQuant, levels
 from utils.store.checkpoint import NAMES
@@ -238,13 +247,38 @@ class BitLayer:
         self.form = "float"
 
     @torch.no_grad()
-    def requantize_(self, thre=0.0):
-        """Re-quantize the bit planes and drop planes (docs/method.md, steps 1-2); bits form."""
+    def requantize_(self, thre=0.0, allowed=()):
+        """Re-quantize the bit planes and drop planes (docs/method.md, steps 1-2); bits form.
+        ``allowed``: the precisions a tensor may have (sorted), each rounded up to one."""
         assert self.form == "bits", "re-quantization needs the bit representation"
         for slot in self.slots:
-            self._install_planes(slot, *requantize(*self.planes(slot), self.scale_of(slot),
-                                                   self.nbits[slot], thre, self.corrections,
-                                                   bias=slot == "bias"))
+            self._install_planes(slot, *self._requantized(slot, thre, allowed))
+
+    @torch.no_grad()
+    def requantized_precision(self, thre=0.0, allowed=()):
+        """``[N_weight, N_bias]`` that ``requantize_`` would give now; the layer unchanged."""
+        return [self._requantized(s, thre, allowed)[3] if s in self.slots else 0
+                for s in ("weight", "bias")]
+
+    def _requantized(self, slot, thre, allowed):
+        planes = requantize(*self.planes(slot), self.scale_of(slot), self.nbits[slot], thre,
+                            self.corrections, bias=slot == "bias")
+        width = allowed_width(planes[3], allowed)
+        return planes if width == planes[3] else widen(*planes, width)
+
+    @torch.no_grad()
+    def plane_norms(self, slot="weight"):
+        """The regularizer's group norm of each plane of ``slot``, MSB first:
+        ``||(p_i, n_i)||_2`` over the tensor's elements (bits form)."""
+        p, n = self.planes(slot)
+        return torch.cat((p, n)).reshape(-1, p.shape[-1]).pow(2).sum(0).sqrt().tolist()
+
+    @torch.no_grad()
+    def step_down_(self, slot, msb):
+        """Drop the MSB or the LSB plane of ``slot`` (``utils.quant.bits.step_down``); bits form
+        with exact planes."""
+        self._install_planes(slot, *step_down(*self.planes(slot), self.scale_of(slot),
+                                              self.nbits[slot], msb))
 
     @torch.no_grad()
     def settle_(self):

@@ -28,13 +28,14 @@ class BitModel:
     ``arch_spec`` (what rebuilds the network: ``{"arch", "num_classes", "act", **its flags}``)
     and ``release_clamp`` (the release's clamp by parameter name, or None); ``input_shape``, the
     ``(C, H, W)`` of one image its bit-operations are counted for (``models/build.py`` and
-    ``load_model`` set it to the network's or the data's).
+    ``load_model`` set it to the network's or the data's); ``allowed_bits`` (``--allowed-bits``).
     """
 
     corrections = CORRECTED
     arch_spec = {}
     release_clamp = None
     input_shape = (3, 32, 32)
+    allowed_bits = ()  # the precisions re-quantization may give (sorted), or any
 
     def quant_layers(self):
         """``[(name, layer)]`` of the quantized layers, in module order."""
@@ -113,9 +114,47 @@ class BitModel:
         return self
 
     def requantize_(self, thre=0.0):
-        """Re-quantize and drop planes in every layer (docs/method.md, steps 1-2)."""
+        """Re-quantize and drop planes in every layer (docs/method.md, steps 1-2), each precision
+        then rounded up to one of ``allowed_bits`` when it is set."""
         for _, m in self.quant_layers():
-            m.requantize_(thre)
+            m.requantize_(thre, self.allowed_bits)
+
+    def requantized_scheme(self, thre=0.0):
+        """The scheme ``requantize_(thre)`` would give now, the model unchanged (a dry run)."""
+        return {name: m.requantized_precision(thre, self.allowed_bits)
+                for name, m in self.quant_layers()}
+
+    def meet_(self, over):
+        """Drop planes until ``over(self)`` is False (a budget a re-quantization left unmet):
+        each time, the layer whose weight can step down to the next precision below (the next
+        of ``allowed_bits``; at least 1 bit) by dropping the planes of the smallest sum of group
+        norms (the regularizer's, divided by the square root of the tensor's size so that
+        layers of every size compare: for exact bits, the square root of the plane's share of
+        ones), each the MSB or the LSB plane, whichever is smaller (``BitLayer.step_down_``).
+        Returns the number of planes dropped (0 when no layer can step down further)."""
+        dropped = 0
+        while over(self):
+            best = None
+            for _, m in self.quant_layers():
+                nbits = m.nbits["weight"]
+                below = [a for a in (self.allowed_bits or range(1, nbits)) if 1 <= a < nbits]
+                if not below:
+                    continue
+                size = m.sizes()[0][0] ** 0.5
+                norms = [norm / size for norm in m.plane_norms("weight")]
+                plan, cost = [], 0.0
+                for _ in range(nbits - max(below)):
+                    plan.append(norms[0] <= norms[-1])  # True: the MSB plane
+                    cost += norms[0] if plan[-1] else norms[-1]
+                    norms = norms[1:] if plan[-1] else norms[:-1]
+                if best is None or cost < best[0]:
+                    best = (cost, m, plan)
+            if best is None:
+                return dropped
+            for msb in best[2]:
+                best[1].step_down_("weight", msb)
+                dropped += 1
+        return dropped
 
     def settle_(self):
         """What the release does to a loaded bit model before training: drop empty planes (or,
@@ -123,14 +162,16 @@ class BitModel:
         for _, m in self.quant_layers():
             m.settle_()
 
-    def size(self):
-        """``(TP, TB)``: quantized weights (classifier bias included) and their bits.
+    def size(self, scheme=None):
+        """``(TP, TB)``: quantized weights (classifier bias included) and their bits, at the
+        model's precisions or at ``scheme``'s (``{name: [N_w, N_b]}``).
 
-        In float form every weight counts 32 bits.
+        In float form (without ``scheme``) every weight counts 32 bits.
         """
-        sizes = [s for _, m in self.quant_layers() for s in m.sizes()]
+        sizes = [(numel, scheme[name][i] if scheme else nbits)
+                 for name, m in self.quant_layers() for i, (numel, nbits) in enumerate(m.sizes())]
         total = sum(numel for numel, _ in sizes)
-        if self.form == "float":
+        if self.form == "float" and scheme is None:
             return total, FLOAT_BITS * total
         return total, sum(numel * nbits for numel, nbits in sizes)
 
@@ -144,11 +185,12 @@ class BitModel:
         total, bits = self.size()
         return bits / total
 
-    def costs(self):
+    def costs(self, scheme=None):
         """Each conv and linear's bit-operations for one image of ``input_shape``, in forward
         order (``models/cost.py``): ``[{"layer", "macs", "weight_bits", "act_bits", "bops",
-        "quantized"}]``, ``weight_bits`` the layer's precision (32 in float form and for a float
-        layer). The MACs and input precisions, which no training changes, are measured once."""
+        "quantized"}]``, ``weight_bits`` the layer's precision, or ``scheme``'s (32 in float form
+        and for a float layer). The MACs and input precisions, which no training changes, are
+        measured once."""
         shape = tuple(self.input_shape)
         if getattr(self, "_measured", (None,))[0] != shape:
             self._measured = (shape, layer_macs(self, shape), input_bits(self))
@@ -157,18 +199,22 @@ class BitModel:
         for name, count in macs.items():
             module = self.get_submodule(name)
             quantized = isinstance(module, BitLayer)
-            weight_bits = module.precision()[0] if quantized and module.form != "float" \
-                else FLOAT_BITS
+            if quantized and scheme is not None:
+                weight_bits = scheme[name][0]
+            elif quantized and module.form != "float":
+                weight_bits = module.precision()[0]
+            else:
+                weight_bits = FLOAT_BITS
             act = act_bits.get(name, FLOAT_BITS)
             rows.append({"layer": name, "macs": count, "weight_bits": weight_bits,
                          "act_bits": act, "bops": count * weight_bits * act,
                          "quantized": quantized})
         return rows
 
-    def bops(self):
+    def bops(self, scheme=None):
         """Bit-operations of one image's forward pass: ``sum(MACs x weight bits x activation
-        bits)`` over every conv and linear (``costs``)."""
-        return sum(row["bops"] for row in self.costs())
+        bits)`` over every conv and linear (``costs``), at ``scheme`` when given."""
+        return sum(row["bops"] for row in self.costs(scheme))
 
     def regularizer(self):
         """``B`` of Eq. 5 over the bit planes (bits form): the loss is ``CE + alpha * B / TP``."""

@@ -20,6 +20,7 @@ from tensorboard.backend.event_processing.event_multiplexer import EventMultiple
 
 import sweep
 from utils.cli.errors import run_main
+from utils.errors import BSQError
 from utils.sweep import launchers, stagejob
 
 from cifar_fixture import make_cifar
@@ -112,6 +113,23 @@ def test_speed_flags_reach_every_stage():
     flags = sweep.forwarded(parse(["--decays", "0.1", "--no-cuda-graphs", "--channels-last",
                                    "--manualSeed", "3"]), "cifar_finetune.py")
     assert "--no-cuda-graphs" in flags and "--channels-last" in flags and "--amp" not in flags
+
+
+def test_targets_plan_bsq_to_each_budget_and_their_rows_name_it(tmp_path):
+    args = sweep.get_args_parser().parse_args(["--targets", "10", "16", "--decays", "0.05",
+                                               "--manualSeed", "1"])
+    stages, _ = sweep.plan(args, str(tmp_path))
+    bsq = {s.name: s.flags for s in stages if s.script == "cifar_prune_STE.py"}
+    assert set(bsq) == {"alpha 0.05 BSQ", "target compression 10 BSQ",
+                        "target compression 16 BSQ"}
+    flags = bsq["target compression 16 BSQ"]
+    assert flags[flags.index("--target-compression") + 1] == "16" and "--decay" not in flags
+    assert any(s.folder.endswith(os.path.join("target-compression-16", "scratch-ft"))
+               for s in stages)
+    row = {"alpha": None, "target": "compression 16", "end_alpha": 0.0731}
+    assert sweep.point_label(row) == "compression 16 (alpha 0.0731)"
+    with pytest.raises(BSQError, match="--decays .* or --targets"):
+        sweep.main(sweep.get_args_parser().parse_args([]))
 
 
 def test_a_finished_stage_is_the_same_run_however_its_flags_are_ordered(tmp_path):

@@ -60,6 +60,7 @@ OURS = {  # where the release's default cannot run here, or changes no number (R
     "--model": "", "--dict": "",  # none, spelt "" (a flag given as "" is none too)
     "--gpu-id": None,  # CUDA_VISIBLE_DEVICES is left as it is unless given
     "--manualSeed": None,  # 1234 unless --resume keeps the run's (utils/cli/setup.py)
+    "--decay": None,  # BSQ: the release's 0.01 unless a --target-* sets alpha (cifar_prune_STE.py)
 }
 SAMPLES = {"-d": "cifar100", "-a": "resnet", "--depth": "20", "--block-name": "basicblock",
            "--schedule": ["10", "20"], "-c": "out", "--resume": "r.pth.tar", "--model": "m.pth.tar",

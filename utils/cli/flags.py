@@ -258,13 +258,26 @@ def add_bit_flags(parser, nbits_help, bin_help=None, nbits=RELEASE_NBITS):
 
 def add_bsq_flags(parser):
     group = parser.group("bits")
-    group.add_argument("--decay", type=number(float, 0), default=RELEASE_DECAY,
-                       help="alpha of Eq. 5, the regularization strength (with --L1)")
+    group.add_argument("--decay", type=number(float, 0), default=None,
+                       help=f"alpha of Eq. 5, the regularization strength (with --L1; default "
+                            f"{RELEASE_DECAY}, the release's, unless a --target-* sets it)")
     group.add_argument("--L1", action="store_true", help="turn the bit-level group Lasso on")
     group.add_argument("--Prun_Int", type=number(int, 0), default=RELEASE_DEFAULTS["bsq"].prun_int,
                        help="epochs between re-quantizations (also before the first epoch; 0: "
                             "none during training); the model is re-quantized after the last")
     add_threshold_flag(parser)
+    group = parser.group("budget")
+    group.add_argument("--target-bits", type=number(float, 0, MAX_BITS, lo_open=True),
+                       default=None, help="end at this average weight precision (TB/TP), alpha "
+                       "adjusted during training in place of --decay")
+    group.add_argument("--target-compression", type=number(float, 1, lo_open=True), default=None,
+                       help="end at this compression 32 TP/TB (the same as --target-bits 32/X)")
+    group.add_argument("--target-bops", type=number(float, 0, lo_open=True), default=None,
+                       metavar="GBOPS", help="end at this many billion bit-operations per image "
+                       "(MACs x weight bits x activation bits, every conv and linear)")
+    group.add_argument("--allowed-bits", type=number(int, 1, MAX_BITS), nargs="+", default=None,
+                       metavar="N", help="the precisions a layer may have (e.g. 4 8): each "
+                       "re-quantization rounds a precision up to one of them")
 
 
 def add_corrected_flag(parser):

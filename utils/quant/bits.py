@@ -182,3 +182,32 @@ def clamp_(tensors, lo, hi):
     if tensors:
         torch._foreach_clamp_min_(tensors, lo)
         torch._foreach_clamp_max_(tensors, hi)
+
+
+def step_down(p, n, scale, nbits, msb):
+    """One plane fewer, ``N -> N - 1``, on exact 0/1 planes (a budget that a re-quantization left
+    unmet, ``BitModel.meet_``): the MSB plane goes with every larger magnitude saturating at
+    ``2^(N-1) - 1``, or the LSB plane goes with each code halved, rounded half away from zero.
+    The scale follows so that every other weight keeps its value:
+    ``scale * (2^(N-1) - 1) / (2^N - 1)``, times 2 for the LSB. Returns ``(p, n, scale, N - 1)``."""
+    code = torch.round(plane_value(p, n) * levels(nbits)).long()  # (...,)
+    mag, sign = code.abs(), torch.sign(code)
+    mag = (mag if msb else (mag + 1) >> 1).clamp(max=levels(nbits - 1))
+    scale = scale * (1 if msb else 2) * levels(nbits - 1) / levels(nbits)
+    return (*encode(mag * sign, nbits - 1, dtype=p.dtype), scale, nbits - 1)
+
+
+def widen(p, n, scale, nbits, to):
+    """``to - N`` zero planes above the MSB (``--allowed-bits``): the same code and weights at
+    precision ``to``, the scale times ``(2^to - 1) / (2^N - 1)``. Returns ``(p, n, scale, to)``."""
+    zeros = p.new_zeros((*p.shape[:-1], to - nbits))
+    return (torch.cat([zeros, p], -1), torch.cat([zeros, n], -1),
+            scale * levels(to) / levels(nbits), to)
+
+
+def allowed_width(nbits, allowed):
+    """The least width of ``allowed`` (a sorted tuple) at or above ``nbits``; ``nbits`` itself
+    without a set, or at 0 (an empty tensor)."""
+    if not allowed or nbits == 0:
+        return nbits
+    return next((a for a in allowed if a >= nbits), allowed[-1])

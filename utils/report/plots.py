@@ -210,7 +210,8 @@ def _tradeoff_panel(ax, rows, uniform, float_acc, x, unit):
     for r in rows:
         y = r.get("finetune_acc", r.get("bsq_acc"))
         if y is not None:
-            ax.annotate(f"alpha {r['alpha']:g}", (r[x] * unit, y), textcoords="offset points",
+            label = f"alpha {r['alpha']:g}" if r.get("target") is None else r["target"]
+            ax.annotate(label, (r[x] * unit, y), textcoords="offset points",
                         xytext=(4, 4), fontsize=7)
     points = [(u[x] * unit, u["convert_acc"] if u["finetune_acc"] is None else u["finetune_acc"],
                u["bits"]) for u in sorted(uniform, key=lambda u: u.get(x) or 0)

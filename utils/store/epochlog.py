@@ -13,6 +13,7 @@ from utils.store.files import atomic_write
 
 COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "reg", "test_loss", "test_acc", "comp",
            "avg_bits", "seconds")
+EXTRA = ("alpha",)  # columns some runs add: a budgeted BSQ run's alpha at the epoch's end
 DIALECT = {"delimiter": "\t", "lineterminator": "\n"}
 NOTE = "# after epoch "
 
@@ -27,7 +28,7 @@ def _raw_rows(path):
     with open(path, newline="") as f:
         reader = csv.DictReader((line for line in f if not line.startswith(NOTE)),
                                 delimiter="\t")
-        if tuple(reader.fieldnames or ()) != COLUMNS:
+        if _extra(reader.fieldnames) is None:
             raise LogError(f"{path} does not start with the header of log.txt: move it away "
                            "(or start a new run in another --checkpoint folder)")
         rows = []
@@ -39,11 +40,19 @@ def _raw_rows(path):
     return rows
 
 
+def _extra(header):
+    """The ``EXTRA`` columns of a ``log.txt`` header, or None when it is not one."""
+    header = tuple(header or ())
+    extra = header[len(COLUMNS):]
+    return extra if header[:len(COLUMNS)] == COLUMNS and set(extra) <= set(EXTRA) else None
+
+
 def read_log(path):
     """``log.txt`` as ``{column: [value per epoch]}``, numbers parsed (``epoch`` as int)."""
     rows = _raw_rows(path)
+    columns = (*COLUMNS, *(c for c in EXTRA if rows and c in rows[0]))
     try:
-        return {c: [int(r[c]) if c == "epoch" else float(r[c]) for r in rows] for c in COLUMNS}
+        return {c: [int(r[c]) if c == "epoch" else float(r[c]) for r in rows] for c in columns}
     except ValueError as e:
         raise LogError(f"{path} holds a value that is not a number ({e}): repair it") from None
 
@@ -59,7 +68,8 @@ def check_log(path):
 
 
 class EpochLog:
-    """Appends one row per epoch to ``log.txt``. Under torchrun only rank 0 writes.
+    """Appends one row per epoch to ``log.txt``, with ``extra`` columns of ``EXTRA`` after the
+    others. Under torchrun only rank 0 writes.
 
     ``resume_epoch`` continues an interrupted run's table: rows and notes up to that epoch are
     kept and later ones (an epoch logged before its checkpoint was committed) are dropped; a
@@ -67,14 +77,15 @@ class EpochLog:
     run that dies before it leaves the file as it was.
     """
 
-    def __init__(self, path, resume_epoch=None, note=None):
+    def __init__(self, path, resume_epoch=None, note=None, extra=()):
         self.path, self.resume_epoch, self.started = path, resume_epoch, False
+        self.columns = (*COLUMNS, *extra)
         self.note = None if note is None else f"{NOTE}{resume_epoch or 0}: {note}\n"
 
     def append(self, row):
         if not is_main():
             return
-        line = _format([row[c] for c in COLUMNS])
+        line = _format([row[c] for c in self.columns])
         if self.started:
             with open(self.path, "a") as f:
                 f.write(line)
@@ -85,7 +96,7 @@ class EpochLog:
             with open(self.path, newline="") as f:
                 kept = [old for old in f.readlines()[1:] if old.strip()
                         and _epoch_of(old) <= self.resume_epoch]
-        atomic_write(self.path, "".join([_format(COLUMNS), *kept, self.note or "", line]))
+        atomic_write(self.path, "".join([_format(self.columns), *kept, self.note or "", line]))
         self.started = True
 
 

@@ -40,6 +40,7 @@ class Speed:
 
 def make_step(model, optimizer, decay=0.0, amp=False, channels_last=False, net=None, clamp=True):
     """The training step ``step(x, y)``: ``CE + decay * B / TP``, backward, optimizer step, clamp.
+    ``decay``: alpha, a number, or a 0-dim tensor that a budget's controller changes in place.
 
     ``net`` is what the forward pass calls, ``model`` (the ``BitModel``) unless given: its DDP
     wrapper or compiled view. ``amp`` runs the forward pass under bf16 autocast (the layers keep
@@ -51,6 +52,7 @@ def make_step(model, optimizer, decay=0.0, amp=False, channels_last=False, net=N
     """
     net = model if net is None else net
     total_params = model.size()[0]  # TP: fixed by the architecture, whatever the precisions
+    regularized = isinstance(decay, torch.Tensor) or bool(decay)  # a tensor: a budget's alpha
 
     def step(x, y):
         if channels_last:
@@ -59,7 +61,7 @@ def make_step(model, optimizer, decay=0.0, amp=False, channels_last=False, net=N
             logits = net(x)
         logits = logits.float()
         ce = F.cross_entropy(logits, y)
-        if decay:
+        if regularized:
             bits = model.regularizer()  # B of Eq. 5
             loss = ce + decay * bits / total_params
         else:
@@ -118,10 +120,11 @@ def build_steps(model, optimizer, device, speed, decay=0.0, clamp=True):
     return train, test
 
 
-def train_one_epoch(model, loader, step, progress=None):
+def train_one_epoch(model, loader, step, progress=None, after_step=None):
     """One epoch of ``step`` (see ``make_step``) over ``loader``, ``model`` in train mode.
 
-    ``progress`` (``utils.report.console.Progress``) is told after every step. Returns ``{"loss",
+    ``progress`` (``utils.report.console.Progress``) is told after every step, and
+    ``after_step(i)`` called with the step's index in the epoch. Returns ``{"loss",
     "reg", "acc"}``: mean cross-entropy, the regularizer ``B/TP`` at the epoch's last step (0
     when the step has no decay), and training accuracy in percent, all as the release logs them.
     Raises ``NonFiniteLoss`` when the loss is NaN or infinite.
@@ -143,6 +146,8 @@ def train_one_epoch(model, loader, step, progress=None):
         count += len(y)
         if progress is not None:
             progress.tick(i + 1, running)
+        if after_step is not None:
+            after_step(i)
     totals = torch.cat([totals, totals.new_tensor([count])])
     ce_sum, acc_sum, count = distributed.all_reduce_(totals).tolist()
     reg = reg.item()

@@ -32,6 +32,8 @@ from utils.train.engine import (
 )
 from utils.train.rng import rng_state, set_rng_state
 
+TARGET = "target"  # a budgeted run's controller state, in its checkpoints
+
 
 def evaluate_only(model, loader, path, best_acc=None):
     """``--evaluate``: one test pass of ``model``, loaded from ``path``; its accuracy and top-5,
@@ -97,7 +99,7 @@ def non_finite_advice(folder):
 
 def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), decay=0.0,
         clamp=True, before_epoch=None, resume=None, start_epoch=0, best_acc=0.0,
-        progress_every=60.0, record=None, board=NO_BOARD):
+        progress_every=60.0, record=None, board=NO_BOARD, controller=None):
     """Train ``model`` (a ``BitModel``) for epochs ``start_epoch .. schedule.epochs - 1``.
 
     Each epoch: ``before_epoch(epoch)`` (when it returns True the parameter shapes changed: the
@@ -108,8 +110,12 @@ def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), de
     so far, as in the release. ``resume`` is a loaded checkpoint whose epoch, optimizer, best
     accuracy and RNG state continue. ``record`` (the flags) is stored in every checkpoint;
     ``board`` (``utils/report/board.py``) gets each row and each re-quantization's scheme.
+    ``controller`` (``utils/train/target.py``): a budget's alpha, which the training step reads
+    as ``decay``; updated after every step, kept in each checkpoint, logged with each epoch.
     Returns the last epoch's test statistics and the best test accuracy.
     """
+    if controller is not None:
+        decay = controller.alpha
     device = next(model.parameters()).device
     if speed.channels_last:  # the float 4-d weights; weights built from planes follow the input
         for p in model.parameters():
@@ -119,12 +125,15 @@ def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), de
     if resume is not None:
         restore_training_state(optimizer, resume)
         start_epoch, best_acc = resume.get("epoch") or 0, resume.get("best_acc") or 0.0
+        if controller is not None:
+            controller.load_state_dict(resume.get(TARGET))
     train_step, test_step = build_steps(model, optimizer, device, speed, decay, clamp)
     changes = resume_changes(record, resume) if resume is not None and record else ""
     if changes:
         print(f"resuming after epoch {start_epoch} with {changes}")
     log = EpochLog(os.path.join(folder, "log.txt"), start_epoch if resume is not None else None,
-                   f"resumed with {changes}" if changes else None)
+                   f"resumed with {changes}" if changes else None,
+                   extra=("alpha",) if controller is not None else ())
     progress = Progress(schedule.epochs, start_epoch, progress_every,
                         quiet=not is_main())
     test = {"acc": None}
@@ -140,8 +149,10 @@ def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), de
         train_loader.set_epoch(epoch)
         start = time.perf_counter()
         progress.begin(epoch, len(train_loader))
+        first = epoch * len(train_loader)  # the global index of the epoch's first step
+        after_step = None if controller is None else (lambda i: controller.update(first + i))
         try:
-            train = train_one_epoch(model, train_loader, train_step, progress)
+            train = train_one_epoch(model, train_loader, train_step, progress, after_step)
         except NonFiniteLoss as e:
             raise NonFiniteLoss(f"{e} in epoch {epoch + 1}: {non_finite_advice(folder)}") from None
         progress.end()
@@ -157,8 +168,11 @@ def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), de
                "reg": train["reg"], "test_loss": test["loss"], "test_acc": test["acc"],
                "test_acc5": test["acc5"],
                "comp": model.compression(), "avg_bits": model.avg_bits(), "seconds": seconds}
+        extra = {}
+        if controller is not None:
+            row["alpha"], extra[TARGET] = controller.value(), controller.state_dict()
         state = checkpoint_state(model, epoch=epoch + 1, acc=test["acc"], best_acc=best_acc,
-                                 optimizer=optimizer, args=record, rng=rng_state())
+                                 optimizer=optimizer, args=record, rng=rng_state(), **extra)
         best = os.path.join(folder, "model_best.pth.tar")
         if is_best or not os.path.exists(best):
             save_checkpoint(state, best)
