@@ -31,9 +31,9 @@ def kill_in_epoch(epoch, step):
     """Training epoch ``epoch`` (1-based) dies after ``step`` optimizer steps."""
     real_train = utils.train.fit.train_one_epoch
 
-    def train(model, loader, train_step, progress=None):
+    def train(model, loader, train_step, progress=None, after_step=None):
         if progress is None or progress.epoch + 1 != epoch:
-            return real_train(model, loader, train_step, progress)
+            return real_train(model, loader, train_step, progress, after_step)
 
         def dying():
             for i, batch in enumerate(loader):
@@ -41,7 +41,7 @@ def kill_in_epoch(epoch, step):
                     die()
                 yield batch
 
-        return real_train(model, dying(), train_step, progress)
+        return real_train(model, dying(), train_step, progress, after_step)
 
     utils.train.fit.train_one_epoch = train
 

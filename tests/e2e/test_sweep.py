@@ -243,8 +243,10 @@ def test_table_rows_are_the_stages_final_lines(swept):
     run = out / RUN
     bsq, ft = stage_line(run / "bsq"), stage_line(run / "finetune")
     scratch, scratch_ft = stage_line(run / "scratch"), stage_line(run / "scratch-ft")
-    assert figures["rows"] == [{"alpha": ALPHA, "avg_bits": bsq["avg_bits"], "comp": bsq["comp"],
-                                "bsq_acc": bsq["acc"], "finetune_acc": ft["acc"],
+    assert figures["rows"] == [{"alpha": ALPHA, "target": None, "end_alpha": ALPHA,
+                                "avg_bits": bsq["avg_bits"], "comp": bsq["comp"],
+                                "bops": ft["bops"], "bsq_acc": bsq["acc"],
+                                "finetune_acc": ft["acc"],
                                 "scratch_acc": scratch_ft["acc"],
                                 "scratch_before_acc": scratch["acc"]}]
     assert ft["scheme"] == scratch["scheme"] == scratch_ft["scheme"] == bsq["scheme"]
@@ -252,8 +254,8 @@ def test_table_rows_are_the_stages_final_lines(swept):
     saved = json.loads((out / "sweep.json").read_text())
     assert saved["rows"] == figures["rows"] and saved["epochs"]["bsq"] == 1
     table = (out / "sweep.md").read_text()
-    assert (f"| {ALPHA:g} | {bsq['avg_bits']:.3f} | {bsq['comp']:.2f}x | {bsq['acc']:.2f} | "
-            f"{ft['acc']:.2f} | {scratch_ft['acc']:.2f} |") in table
+    assert (f"| {ALPHA:g} | {bsq['avg_bits']:.3f} | {bsq['comp']:.2f}x | {ft['bops'] / 1e9:.3f} "
+            f"| {bsq['acc']:.2f} | {ft['acc']:.2f} | {scratch_ft['acc']:.2f} |") in table
 
 
 def test_uniform_rows_are_the_8_bit_start_and_the_finetuned_uniform_model(swept):
@@ -261,18 +263,18 @@ def test_uniform_rows_are_the_8_bit_start_and_the_finetuned_uniform_model(swept)
     start, converted = stage_line(out / "float-8"), stage_line(out / "uniform-2" / "convert")
     finetuned = stage_line(out / "uniform-2" / "finetune")
     assert figures["uniform"] == [
-        {"bits": 8, "avg_bits": 8.0, "comp": 4.0, "convert_acc": start["acc"],
-         "finetune_acc": None},
-        {"bits": 2, "avg_bits": 2.0, "comp": 16.0, "convert_acc": converted["acc"],
-         "finetune_acc": finetuned["acc"]}]
+        {"bits": 8, "avg_bits": 8.0, "comp": 4.0, "bops": start["bops"],
+         "convert_acc": start["acc"], "finetune_acc": None},
+        {"bits": 2, "avg_bits": 2.0, "comp": 16.0, "bops": finetuned["bops"],
+         "convert_acc": converted["acc"], "finetune_acc": finetuned["acc"]}]
     # every tensor at 2 bits, or at 0 where all its codes round to zero
     assert {b for bits in converted["scheme"].values() for b in bits} <= {0, 2}
     assert finetuned["scheme"] == converted["scheme"]
     assert len((out / "uniform-2" / "finetune" / "log.txt").read_text().splitlines()) == 2
     table = (out / "sweep.md").read_text()
-    assert (f"| 2 | 2.000 | 16.00x | {converted['acc']:.2f} | {finetuned['acc']:.2f} |"
-            in table)
-    assert f"| 8 | 8.000 | 4.00x | {start['acc']:.2f} |  |" in table
+    assert (f"| 2 | 2.000 | 16.00x | {finetuned['bops'] / 1e9:.3f} | {converted['acc']:.2f} | "
+            f"{finetuned['acc']:.2f} |" in table)
+    assert f"| 8 | 8.000 | 4.00x | {start['bops'] / 1e9:.3f} | {start['acc']:.2f} |  |" in table
 
 
 def test_each_stage_ran_one_epoch_and_bsq_wrote_its_scheme(swept):

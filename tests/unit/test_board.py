@@ -102,3 +102,11 @@ def test_no_tensorboard_writes_nothing(tmp_path):
     args.checkpoint = str(tmp_path)
     assert isinstance(open_board(args, {"epoch": 7}), Board)
     assert open_board(args, {"epoch": 7}).resume_epoch == 7
+
+
+def test_a_budgeted_runs_alpha_goes_with_its_epoch(tmp_path):
+    board = Board(str(tmp_path))
+    for epoch, alpha in ((1, 0.01), (2, 0.0125)):
+        board.epoch({**row(epoch, 10.0), "alpha": alpha})
+    board.close()
+    assert board_scalars(tmp_path)["bsq/alpha"] == [(1, np.float32(0.01)), (2, np.float32(0.0125))]

@@ -25,7 +25,8 @@ from utils.ranks import is_main
 TAGS = {"lr": "train/lr", "train_loss": "train/loss", "train_acc": "train/acc",
         "reg": "train/reg", "test_loss": "test/loss", "test_acc": "test/acc",
         "comp": "model/compression", "avg_bits": "model/avg_bits",
-        "seconds": "time/epoch_seconds", "alpha": "bsq/alpha"}  # log.txt column -> scalar tag
+        "seconds": "time/epoch_seconds"}  # log.txt column -> scalar tag
+BUDGET_TAGS = {"alpha": "bsq/alpha"}  # the columns only a budgeted BSQ run's log.txt has
 FINAL = ("acc", "best_acc", "comp", "avg_bits")  # the final figures shown as hparams metrics
 EVENT_FILES = "events.out.tfevents.*"
 
@@ -81,7 +82,7 @@ class Board(NullBoard):
 
     def epoch(self, row):
         """Epoch ``row["epoch"]``'s row of ``log.txt``."""
-        for column, tag in TAGS.items():
+        for column, tag in {**TAGS, **BUDGET_TAGS}.items():
             self._add(tag, row.get(column), row["epoch"])
         self.last_epoch = row["epoch"]
         self._write()
