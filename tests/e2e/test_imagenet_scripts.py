@@ -84,3 +84,15 @@ def test_torchrun_two_ranks_on_imagenet(tmp_path, imagenet_root):
     checks = [line for line in proc.stdout.splitlines() if "2 ranks hold bit-identical" in line]
     assert len(checks) == 2 + 1  # after each re-quantization and at the end
     assert last_json(proc)["acc5"] >= last_json(proc)["acc"]
+
+
+def test_a_bops_budget_is_met_on_torchvisions_network(resnet18):
+    """BSQ of the 2-bit ResNet-18 to 90% of its bit-operations: one epoch, the controller's
+    alpha, then the planes the budget still needs dropped."""
+    cwd, data, converted, _, _ = resnet18
+    target = 0.9 * converted["bops"] / 1e9
+    result = last_json(run(cwd, "cifar_prune_STE.py", (
+        f"{data} --train-batch 48 --manualSeed 0 --progress 0 --epochs 1 --Prun_Int 1 --L1 --bin "
+        f"--lr 0.1 --model start/model_best.pth.tar --checkpoint target --target-bops {target}")))
+    assert result["bops"] <= target * 1e9 < converted["bops"]
+    assert result["target"] == f"--target-bops {target:g}"
