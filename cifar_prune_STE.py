@@ -95,7 +95,8 @@ def main(args):
     controller = None if budget is None else AlphaController(
         budget, model, budget.size(model), device=run.device, thre=args.thre,
         reach=reach_step(args.epochs, args.Prun_Int, len(run.train_loader)))
-    goal = f"alpha {decay}" if budget is None else f"{budget.flag}, alpha from {controller.value()}"
+    goal = (f"alpha {decay}" if budget is None
+            else f"{budget.flag}, alpha from {controller.value():g}")
     print(f"BSQ: {arch_title(args)} on {args.dataset}, {goal}, Prun_Int {args.Prun_Int}, "
           f"thre {args.thre}, act {args.act}, seed {args.manualSeed}, "
           f"{'corrected' if args.corrected else 'as the release'}, {run.device}")
