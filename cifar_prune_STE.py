@@ -91,11 +91,11 @@ def main(args):
               f"compression {times(model.compression())}, test accuracy {acc:.2f}%")
         return True
 
-    decay = args.decay if args.L1 and budget is None else 0.0
     controller = None if budget is None else AlphaController(
         budget, model, budget.size(model), device=run.device, thre=args.thre,
         reach=reach_step(args.epochs, args.Prun_Int, len(run.train_loader)))
-    goal = (f"alpha {decay}" if budget is None
+    decay = controller.alpha if controller is not None else args.decay if args.L1 else 0.0
+    goal = (f"alpha {decay}" if controller is None
             else f"{budget.flag}, alpha from {controller.value():g}")
     print(f"BSQ: {arch_title(args)} on {args.dataset}, {goal}, Prun_Int {args.Prun_Int}, "
           f"thre {args.thre}, act {args.act}, seed {args.manualSeed}, "

@@ -110,12 +110,10 @@ def fit(model, train_loader, test_loader, schedule, folder, *, speed=Speed(), de
     so far, as in the release. ``resume`` is a loaded checkpoint whose epoch, optimizer, best
     accuracy and RNG state continue. ``record`` (the flags) is stored in every checkpoint;
     ``board`` (``utils/report/board.py``) gets each row and each re-quantization's scheme.
-    ``controller`` (``utils/train/target.py``): a budget's alpha, which the training step reads
-    as ``decay``; updated after every step, kept in each checkpoint, logged with each epoch.
+    ``controller`` (``utils/train/target.py``): a budget's, whose alpha tensor is ``decay``;
+    updated after every step, kept in each checkpoint, logged with each epoch.
     Returns the last epoch's test statistics and the best test accuracy.
     """
-    if controller is not None:
-        decay = controller.alpha
     device = next(model.parameters()).device
     if speed.channels_last:  # the float 4-d weights; weights built from planes follow the input
         for p in model.parameters():
