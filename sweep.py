@@ -34,7 +34,9 @@ Ctrl-C cancels the running jobs; they keep their last checkpoint.
 
 Each stage's final JSON line is kept in its ``result.json``; a rerun of the same command skips
 finished stages, follows the jobs still running and resumes interrupted stages from their last
-checkpoint (without ``--manualSeed``, the seed drawn at the first run is kept in ``seed.txt``).
+checkpoint (without ``--manualSeed``, the seed drawn at the first run is kept in ``seed.txt``);
+a finished stage whose checkpoint is gone is run again when a stage still to run reads it
+(``results/restore.py`` lays a sweep's folder back from its published files).
 The sweep writes ``sweep.json`` (every stage's figures and command), ``sweep.md`` (the table) and,
 with matplotlib, ``tradeoff.png``; ``tensorboard --logdir OUT`` shows every training stage.
 """
@@ -44,7 +46,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cifar_finetune
 import cifar_prune_STE
@@ -240,6 +242,21 @@ def finished(stage):
     return done if isinstance(done, dict) and stage.same_run(done.get("command")) else None
 
 
+def reusable(stages):
+    """``{name: result}`` of the stages an earlier run finished that this run can reuse.
+
+    A finished stage is run again, whole, when a stage still to run reads a file of its folder
+    that is gone (a checkpoint deleted, or a sweep laid back from ``results/`` without it)."""
+    done = {s.name: r for s in stages if (r := finished(s)) is not None}
+    for stage in reversed(stages):  # a stage's readers come after it in the plan
+        needed = [flag for reader in stages if stage.name in reader.after
+                  and reader.name not in done for flag in reader.flags
+                  if flag.startswith(stage.folder + os.sep)]
+        if stage.name in done and not all(os.path.isfile(path) for path in needed):
+            del done[stage.name]
+    return done
+
+
 def run_config(command):
     """``(script, flag values)`` of a stage's command line, as its script parses it; ValueError
     for one it does not take."""
@@ -253,29 +270,30 @@ def run_config(command):
 def run_stages(stages, launcher, every):
     """Run ``stages`` through ``launcher``, each when the stages it needs are done.
 
-    Finished stages are reused and jobs an earlier run left running are followed. Returns
-    ``{name: result}``. A failure cancels the other running jobs (they keep their last
-    checkpoint and resume on the next run) and raises ``StageFailed``; so does an interrupt of
-    the sweep itself.
+    Finished stages are reused (``reusable``) and jobs an earlier run left running are
+    followed. Returns ``{name: result}``. A failure cancels the other running jobs (they keep
+    their last checkpoint and resume on the next run) and raises ``StageFailed``; so does an
+    interrupt of the sweep itself.
     """
-    results, pending, running = {}, list(stages), []
+    results, pending, running, reused = {}, list(stages), [], reusable(stages)
     jobs, last_status = launcher.resources.jobs or len(stages), time.monotonic()
     try:
         while pending or running:
             for stage in [s for s in pending if all(d in results for d in s.after)]:
-                done = finished(stage)
-                if done is not None:
+                if stage.name in reused:
                     print(f"[sweep] {stage.name}: done before, reusing its result.json",
                           flush=True)
-                    results[stage.name] = done
+                    results[stage.name] = reused[stage.name]
                 elif (run := launcher.attach(stage)) is not None:
                     running.append(run)
                 elif len(running) < jobs:
                     slot = min(set(range(jobs)) - {r.slot for r in running})
+                    if finished(stage) is not None:  # its files are gone: redone whole
+                        stage = replace(stage, resumable=False)
                     running.append(launcher.submit(stage, slot))
                 else:
                     continue
-                pending.remove(stage)
+                pending[:] = [s for s in pending if s.name != stage.name]
             for run in [r for r in running if r.done()]:
                 running.remove(run)
                 results[run.stage.name] = run.result()

@@ -11,7 +11,7 @@ finetune form) is not stored and comes back at precision 0, zero.
 import torch
 
 from utils.quant.bits import FLOAT_BITS, encode
-from utils.store.checkpoint import NAMES
+from utils.store.checkpoint import NAMES, checkpoint_state
 from utils.store.packedfile import PackedFileError, read_packed, write_packed
 
 from .build import build_model
@@ -79,6 +79,15 @@ def unpack(path):
         raise PackedFileError(f"{path} does not describe a network of this code "
                               f"({str(e).splitlines()[0][:200]})") from None
     return model, header
+
+
+def unpacked_checkpoint(path, **fields):
+    """The checkpoint of a packed file's model, as ``checkpoint_state`` writes one (bits form,
+    its scheme, the accuracy its header records, ``fields`` such as ``args`` and ``epoch``).
+    A model packed after its planes were re-quantized (a BSQ run's result, a ``best_bin``) comes
+    back with every tensor equal to its checkpoint's, so scripts read either file alike."""
+    model, header = unpack(path)
+    return checkpoint_state(model, acc=header["model"].get("acc"), **fields)
 
 
 def _used(layer, slot):

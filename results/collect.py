@@ -1,14 +1,16 @@
-"""Copy a sweep's small files into ``results/`` and pack each finetuned model.
+"""Copy a sweep's small files into ``results/`` and pack each trained model.
 
     python results/collect.py SWEEP_OUT results/NAME --data-root DIR
 
 For every stage folder of ``SWEEP_OUT`` that finished (its ``result.json``): ``result.json`` (the
 stage's final JSON line, its command and wall time), ``log.txt`` and ``scheme.json``. For every
-finetuned model (``best_bin.pth.tar``): ``model.bsq``, the packed file (``export.py --export``),
-and its test accuracy on the JPEG CIFAR-10 test set and on ``SAMPLE`` (every 10th test image, all
-classes) into ``results/NAME/models.json``, both computed as ``export.py --load FILE --evaluate``
-computes them (tests/e2e/test_results.py checks the files against them). Also ``sweep.json``,
-``sweep.md`` and ``tradeoff.png`` when the sweep has written them. Checkpoints are not copied.
+stage that trained a bit model (BSQ: its re-quantized ``checkpoint.pth.tar``; a finetune: its
+``best_bin.pth.tar``, the file its ``result.json`` names): ``model.bsq``, the packed file
+(``export.py --export``), and its test accuracy on the JPEG CIFAR-10 test set and on ``SAMPLE``
+(every 10th test image, all classes) into ``results/NAME/models.json``, both computed as
+``export.py --load FILE --evaluate`` computes them (tests/e2e/test_results.py checks the files
+against them). Also ``sweep.json``, ``sweep.md`` and ``tradeoff.png`` when the sweep has written
+them. Checkpoints are not copied: ``results/restore.py`` writes them back from the packed files.
 """
 import argparse
 import json
@@ -21,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from models import load_model  # noqa: E402
 from models.packed import pack, unpack  # noqa: E402
 from utils.data.cifar import DeviceLoader, load_cifar  # noqa: E402
+from utils.store.checkpoint import load_checkpoint, state_form  # noqa: E402
 from utils.store.files import write_json  # noqa: E402
 from utils.train.engine import evaluate  # noqa: E402
 
@@ -34,6 +37,19 @@ def accuracy(model, images, labels):
     """Test accuracy (%) on ``images``, as ``export.py --evaluate`` computes it: batches of 100
     in order on the CPU."""
     return evaluate(model, DeviceLoader(images, labels, TEST_BATCH, "cpu", train=False))["acc"]
+
+
+def trained_model(folder, files):
+    """The name of the bit model a finished training stage made (the file its ``result.json``
+    names), or None: a conversion, or a float model."""
+    if "log.txt" not in files:
+        return None
+    with open(os.path.join(folder, "result.json")) as f:
+        name = os.path.basename(json.load(f).get("checkpoint") or "")
+    if name not in files or state_form(load_checkpoint(os.path.join(folder, name))
+                                       ["state_dict"]) == "float":
+        return None
+    return name
 
 
 def main():
@@ -57,11 +73,11 @@ def main():
         for name in SMALL:
             if name in files:
                 shutil.copy2(os.path.join(folder, name), out)
-        if "best_bin.pth.tar" in files and os.path.join(rel, "model.bsq") not in index:
-            model, ckpt = load_model(os.path.join(folder, "best_bin.pth.tar"))
+        trained = trained_model(folder, files)
+        if trained and os.path.join(rel, "model.bsq") not in index:
+            model, ckpt = load_model(os.path.join(folder, trained))
             packed = os.path.join(out, "model.bsq")
-            pack(model, packed, checkpoint=os.path.join(rel, "best_bin.pth.tar"),
-                 acc=ckpt.get("acc"))
+            pack(model, packed, checkpoint=os.path.join(rel, trained), acc=ckpt.get("acc"))
             rebuilt = unpack(packed)[0]
             index[os.path.join(rel, "model.bsq")] = {
                 "acc": accuracy(rebuilt, images, labels),

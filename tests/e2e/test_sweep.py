@@ -9,6 +9,7 @@ import contextlib
 import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -338,3 +339,56 @@ def test_the_status_line_shows_a_stages_latest_epoch_and_its_log(tmp_path):
     assert line.startswith("[sweep] alpha 0.1 BSQ (")
     assert "epoch 2/3 step 50/391" in line and "eta 20s" in line
     assert line.endswith(f"(log {folder / 'stdout.txt'})")
+
+
+def test_a_sweep_restored_from_its_published_files_goes_on_as_the_first_run(tmp_path, swept):
+    """``results/collect.py`` then ``results/restore.py`` into another folder, as on a machine
+    that lost the sweep: the packed BSQ model comes back as its checkpoint, tensor for tensor;
+    a rerun reuses every stage; with the finetune stage's folder gone it reruns that stage alone,
+    from the restored checkpoint, to the first run's result; with the BSQ checkpoint gone too,
+    the stages that BSQ needs run again first, and each ends as before."""
+    out, figures, data_root = swept
+    published, moved = tmp_path / "results", tmp_path / "moved"
+    for tool, args in (("collect.py", [str(out), str(published), "--data-root", data_root]),
+                       ("restore.py", [str(published), str(moved)])):
+        subprocess.run([sys.executable, os.path.join(REPO, "results", tool), *args], check=True,
+                       cwd=tmp_path, capture_output=True)
+    bsq = f"{RUN}/bsq/checkpoint.pth.tar"
+    first, restored = (torch.load(folder / bsq, weights_only=True) for folder in (out, moved))
+    assert restored["state_dict"].keys() == first["state_dict"].keys()
+    assert all(torch.equal(v, restored["state_dict"][k]) for k, v in first["state_dict"].items())
+    assert restored["Nbit_dict"] == first["Nbit_dict"]
+    assert (published / RUN / "finetune" / "model.bsq").exists()
+    assert not (moved / "float-8" / "model_best.pth.tar").exists()  # conversions are not packed
+
+    def rerun():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as the first run
+        try:
+            with pytest.MonkeyPatch.context() as patch:
+                in_this_process(patch)
+                return sweep.main(sweep.get_args_parser().parse_args(
+                    sweep_args(moved, data_root, *UNIFORM)))
+        finally:
+            torch.set_num_threads(threads)
+
+    def ran():
+        return sorted(str(p.parent.relative_to(moved)) for p in moved.glob("**/stdout.txt"))
+
+    assert rerun()["rows"] == figures["rows"] and ran() == []
+    shutil.rmtree(moved / RUN / "finetune")
+    again = rerun()
+    assert ran() == [f"{RUN}/finetune"] and again["rows"] == figures["rows"]
+    assert same_line(moved, out, f"{RUN}/finetune")
+    (moved / bsq).unlink()
+    shutil.rmtree(moved / RUN / "finetune")
+    assert rerun()["rows"] == figures["rows"]
+    assert ran() == [f"{RUN}/bsq", f"{RUN}/finetune", "float", "float-8"]
+    for stage in ("float", "float-8", f"{RUN}/bsq"):
+        assert same_line(moved, out, stage), stage
+
+
+def same_line(out, other, stage):
+    """Whether a stage's final line is the same in two sweep folders, but for their paths."""
+    a, b = (stage_line(folder / stage) for folder in (out, other))
+    return {**a, "checkpoint": None} == {**b, "checkpoint": None}
