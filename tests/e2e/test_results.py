@@ -6,8 +6,8 @@ on the check sample (every 10th test image), the first one on the whole test set
 The figures were recorded on an AVX2 CPU. Another CPU's kernels round fp32 otherwise, and a
 batch's activation range with them, which flips a few near ties: on an AVX-512 machine 4 of the
 10,000 test images and 2 of the 1,000 of the sample (results/README.md gives the variables that
-make it compute as the AVX2 one, and its figures exactly). So a figure may differ by that much
-(``FLIPS`` images), and no more: a model rebuilt with one wrong plane is off by far more."""
+make it compute as the AVX2 one, and its figures exactly). So a figure may differ by up to
+``FLIPS`` images, and no more."""
 import glob
 import json
 import os
