@@ -19,7 +19,8 @@ batch split over a stage's torchrun ranks unless ``--train-batch`` (per process)
     alpha-A/bsq/         cifar_prune_STE.py --decay A --bin --L1
     alpha-A/finetune/    cifar_finetune.py of the BSQ result
     alpha-A/scratch/     convert.py --dict: the float model at BSQ's scheme
-    alpha-A/scratch-ft/  cifar_finetune.py of that, the "train from scratch" baseline
+    alpha-A/scratch-ft/  cifar_finetune.py of that, the "train from scratch" baseline (both
+                         left out with --no-scratch)
     target-K-V/...       the same four for --targets V (--target-kind K): BSQ to that budget
     uniform-N/convert/   convert.py --Nbits N (with --uniform N ...): the paper's uniform baseline
     uniform-N/finetune/  cifar_finetune.py of that, as long as BSQ's models are finetuned
@@ -40,6 +41,7 @@ a finished stage whose checkpoint is gone is run again when a stage still to run
 The sweep writes ``sweep.json`` (every stage's figures and command), ``sweep.md`` (the table) and,
 with matplotlib, ``tradeoff.png``; ``tensorboard --logdir OUT`` shows every training stage.
 """
+import argparse
 import json
 import math
 import os
@@ -122,6 +124,8 @@ def get_args_parser(add_help=True):
                        help="multiply every epoch count, lr milestone and --Prun_Int by this")
     group.add_argument("--out", default="runs/sweep", help="folder for every stage and the tables")
     group.add_argument("--float-model", default="", help="a float checkpoint: skip pretraining")
+    group.add_argument("--scratch", action=argparse.BooleanOptionalAction, default=True,
+                       help="the train-from-scratch baseline at each BSQ result's scheme")
     group.add_argument("--uniform", type=number(int, 1, MAX_BITS), nargs="+", default=[],
                        metavar="N", help="uniform baselines: the float model converted to N "
                        "bits for each N, then finetuned as BSQ's models are")
@@ -201,13 +205,15 @@ def plan(args, out):
                   + ["--L1", *point["flags"], "--thre", str(args.thre), "--model", start],
                   os.path.join(folder, "bsq"), ("8-bit conversion",)),
             Stage(f"{a} finetune", "cifar_finetune.py", finetune + schedule["finetune"]
-                  + bits + ["--model", bsq], os.path.join(folder, "finetune"), (f"{a} BSQ",)),
-            Stage(f"{a} scratch conversion", "convert.py", convert + ["--model", float_model,
-                  "--dict", bsq, "--Nbits", str(args.Nbits)], os.path.join(folder, "scratch"),
-                  (f"{a} BSQ",), False),
-            Stage(f"{a} scratch finetune", "cifar_finetune.py", finetune + schedule["finetune"]
-                  + bits + ["--model", scratch], os.path.join(folder, "scratch-ft"),
-                  (f"{a} scratch conversion",))]
+                  + bits + ["--model", bsq], os.path.join(folder, "finetune"), (f"{a} BSQ",))]
+        if args.scratch:
+            stages += [
+                Stage(f"{a} scratch conversion", "convert.py", convert + ["--model", float_model,
+                      "--dict", bsq, "--Nbits", str(args.Nbits)],
+                      os.path.join(folder, "scratch"), (f"{a} BSQ",), False),
+                Stage(f"{a} scratch finetune", "cifar_finetune.py", finetune
+                      + schedule["finetune"] + bits + ["--model", scratch],
+                      os.path.join(folder, "scratch-ft"), (f"{a} scratch conversion",))]
     for n in args.uniform:
         folder, u = os.path.join(out, f"uniform-{n}"), f"uniform {n}-bit"
         converted = os.path.join(folder, "convert", "model_best.pth.tar")
@@ -324,7 +330,7 @@ def table(sweep):
     for r in sweep["rows"]:
         lines.append(f"| {point_label(r)} | {r['avg_bits']:.3f} | {times(r['comp'])} | "
                      f"{gbops(r.get('bops'))} | {r['bsq_acc']:.2f} | "
-                     f"{r['finetune_acc']:.2f} | {r['scratch_acc']:.2f} |")
+                     f"{r['finetune_acc']:.2f} | {percent(r['scratch_acc'])} |")
     lines += ["", "BSQ acc: the re-quantized BSQ model; finetuned: after finetuning at its "
               "scheme; from scratch: the float model converted to the same scheme, then "
               "finetuned the same way. Compression is 32 TP/TB; GBOPs: bit-operations of one "
@@ -334,9 +340,9 @@ def table(sweep):
     lines += ["", "| uniform bits | avg bits | compression | GBOPs | converted acc (%) "
               "| finetuned acc (%) |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
     for u in sweep["uniform"]:
-        finetuned = "" if u["finetune_acc"] is None else f"{u['finetune_acc']:.2f}"
         lines.append(f"| {u['bits']} | {u['avg_bits']:.3f} | {times(u['comp'])} | "
-                     f"{gbops(u.get('bops'))} | {u['convert_acc']:.2f} | {finetuned} |")
+                     f"{gbops(u.get('bops'))} | {u['convert_acc']:.2f} | "
+                     f"{percent(u['finetune_acc'])} |")
     lines += ["", f"Uniform: the float model converted to every layer at that precision (the "
               f"{sweep['config']['Nbits']}-bit row is BSQ's starting point, not finetuned), "
               "then finetuned as BSQ's models are."]
@@ -350,6 +356,11 @@ def point_label(row):
     if row.get("target") is None:
         return f"{row['alpha']:g}"
     return f"{row['target']} (alpha {row['end_alpha']:.3g})"
+
+
+def percent(acc):
+    """An accuracy for the table ("" for a stage the sweep did not run)."""
+    return "" if acc is None else f"{acc:.2f}"
 
 
 def gbops(bops):
@@ -389,13 +400,15 @@ def main(args):
     for point in points(args):
         a, who = point["name"], {"alpha": point["alpha"], "target": point["target"]}
         bsq, ft = results[f"{a} BSQ"], results[f"{a} finetune"]
-        scratch, scratch_ft = results[f"{a} scratch conversion"], results[f"{a} scratch finetune"]
+        scratch = results.get(f"{a} scratch conversion")
+        scratch_ft = results.get(f"{a} scratch finetune")
         runs.append({**who, "bsq": bsq, "finetune": ft, "scratch": scratch,
                      "scratch_finetune": scratch_ft})
         rows.append({**who, "end_alpha": bsq.get("alpha", point["alpha"]),
                      "avg_bits": bsq["avg_bits"], "comp": bsq["comp"],
                      "bops": ft.get("bops"), "bsq_acc": bsq["acc"], "finetune_acc": ft["acc"],
-                     "scratch_acc": scratch_ft["acc"], "scratch_before_acc": scratch["acc"]})
+                     "scratch_acc": scratch_ft and scratch_ft["acc"],
+                     "scratch_before_acc": scratch and scratch["acc"]})
     start = results["8-bit conversion"]
     uniform = [{"bits": args.Nbits, "avg_bits": start["avg_bits"], "comp": start["comp"],
                 "bops": start.get("bops"), "convert_acc": start["acc"],

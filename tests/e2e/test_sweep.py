@@ -392,3 +392,18 @@ def same_line(out, other, stage):
     """Whether a stage's final line is the same in two sweep folders, but for their paths."""
     a, b = (stage_line(folder / stage) for folder in (out, other))
     return {**a, "checkpoint": None} == {**b, "checkpoint": None}
+
+
+def test_no_scratch_plans_no_baseline_and_its_rows_leave_the_cell_empty(tmp_path):
+    args = sweep.get_args_parser().parse_args(["--decays", "0.05", "--no-scratch",
+                                               "--manualSeed", "1"])
+    stages, _ = sweep.plan(args, str(tmp_path))
+    assert [s.name for s in stages] == ["pretraining", "8-bit conversion", "alpha 0.05 BSQ",
+                                        "alpha 0.05 finetune"]
+    row = {"alpha": 0.05, "target": None, "avg_bits": 4.5, "comp": 7.1, "bops": None,
+           "bsq_acc": 86.5, "finetune_acc": 87.0, "scratch_acc": None}
+    table = sweep.table({"config": {**vars(args), "dataset": "cifar10", "act": 4}, "rows": [row],
+                         "uniform": [], "network": "ResNet-20", "device": "cpu",
+                         "epochs": {"train": 1, "bsq": 1, "Prun_Int": 1, "finetune": 1},
+                         "float_model": "f", "float_acc": 87.3})
+    assert "| 0.05 | 4.500 | 7.10x |  | 86.50 | 87.00 |  |" in table

@@ -176,7 +176,8 @@ def plot_tradeoff(rows, path, float_acc=None, title="accuracy vs compression", u
     """A sweep's accuracy against compression, one point per alpha (``sweep.json``'s rows), and
     beside it against bit-operations per image where the rows have them (``bops``).
 
-    Series: BSQ before finetuning, BSQ after, and training from scratch at BSQ's scheme; the
+    Series: BSQ before finetuning, BSQ after, and training from scratch at BSQ's scheme, as
+    lines over the alphas; the rows of budgets (``target``) as points of their own; the
     ``uniform`` points (``sweep.json``'s ``uniform``: a precision for every layer, finetuned or,
     BSQ's starting point, as converted) and the float model as a line.
     """
@@ -201,12 +202,17 @@ def _tradeoff_panel(ax, rows, uniform, float_acc, x, unit):
     """One panel of ``plot_tradeoff``: the points against ``x`` scaled by ``unit``; every row has
     a compression, only some may have ``bops`` (a sweep of an earlier version counted none)."""
     rows = sorted((r for r in rows if x == "comp" or r.get(x) is not None), key=lambda r: r[x])
-    for key, label, style in (("finetune_acc", "BSQ + finetune", "o-"),
-                              ("bsq_acc", "BSQ, before finetune", "s--"),
-                              ("scratch_acc", "train from scratch at BSQ's scheme", "^:")):
-        points = [(r[x] * unit, r[key]) for r in rows if r.get(key) is not None]
+    alphas = [r for r in rows if r.get("target") is None]
+    targets = [r for r in rows if r.get("target") is not None]
+    for series, key, label, style in (
+            (alphas, "finetune_acc", "BSQ + finetune", "o-"),
+            (alphas, "bsq_acc", "BSQ, before finetune", "s--"),
+            (alphas, "scratch_acc", "train from scratch at BSQ's scheme", "^:"),
+            (targets, "finetune_acc", "BSQ to a budget + finetune", "*"),
+            (targets, "bsq_acc", "BSQ to a budget, before finetune", "x")):
+        points = [(r[x] * unit, r[key]) for r in series if r.get(key) is not None]
         if points:
-            ax.plot(*zip(*points), style, label=label)
+            ax.plot(*zip(*points), style, label=label, **({"ms": 10} if style == "*" else {}))
     for r in rows:
         y = r.get("finetune_acc", r.get("bsq_acc"))
         if y is not None:
