@@ -86,6 +86,7 @@ SCRIPTS = {"cifar_train.py": cifar_train.get_args_parser,
 FORWARDED = ("model", "data", "run", "speed", "output")
 TARGET_KINDS = ("compression", "bits", "bops")
 POLL_S = 0.2
+SEED = "seed.txt"  # in --out: the seed drawn at a sweep's first run without --manualSeed
 
 
 @dataclass
@@ -294,12 +295,12 @@ def run_stages(stages, launcher, every):
                     running.append(run)
                 elif len(running) < jobs:
                     slot = min(set(range(jobs)) - {r.slot for r in running})
-                    if finished(stage) is not None:  # its files are gone: redone whole
-                        stage = replace(stage, resumable=False)
-                    running.append(launcher.submit(stage, slot))
+                    gone = finished(stage) is not None  # its files are gone: redone whole
+                    running.append(launcher.submit(replace(stage, resumable=False) if gone
+                                                   else stage, slot))
                 else:
                     continue
-                pending[:] = [s for s in pending if s.name != stage.name]
+                pending.remove(stage)
             for run in [r for r in running if r.done()]:
                 running.remove(run)
                 results[run.stage.name] = run.result()
@@ -371,7 +372,7 @@ def gbops(bops):
 def sweep_seed(out):
     """The seed of a sweep run without ``--manualSeed``: drawn at its first run and kept in
     ``<out>/seed.txt``, so that a rerun of the same command reuses and resumes its stages."""
-    path = os.path.join(out, "seed.txt")
+    path = os.path.join(out, SEED)
     try:
         with open(path) as f:
             return int(f.read())

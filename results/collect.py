@@ -25,9 +25,11 @@ from models.packed import pack, unpack  # noqa: E402
 from utils.data.cifar import DeviceLoader, load_cifar  # noqa: E402
 from utils.store.checkpoint import load_checkpoint, state_form  # noqa: E402
 from utils.store.files import write_json  # noqa: E402
+from utils.sweep.stagejob import RESULT  # noqa: E402
 from utils.train.engine import evaluate  # noqa: E402
 
-SMALL = ("result.json", "log.txt", "scheme.json")
+SMALL = (RESULT, "log.txt", "scheme.json")
+PACKED = "model.bsq"  # a trained stage's model, packed
 SWEEP = ("sweep.json", "sweep.md", "tradeoff.png")
 SAMPLE = 10  # the check sample: test images 0, 10, 20, ... (the JPEG test batch is class-sorted)
 TEST_BATCH = 100
@@ -44,7 +46,7 @@ def trained_model(folder, files):
     names), or None: a conversion, or a float model."""
     if "log.txt" not in files:
         return None
-    with open(os.path.join(folder, "result.json")) as f:
+    with open(os.path.join(folder, RESULT)) as f:
         name = os.path.basename(json.load(f).get("checkpoint") or "")
     if name not in files or state_form(load_checkpoint(os.path.join(folder, name))
                                        ["state_dict"]) == "float":
@@ -65,7 +67,7 @@ def main():
         with open(index_path) as f:
             index = json.load(f)
     for folder, _, files in sorted(os.walk(args.sweep)):
-        if "result.json" not in files:
+        if RESULT not in files:
             continue
         rel = os.path.relpath(folder, args.sweep)
         out = os.path.join(args.dest, rel)
@@ -74,15 +76,15 @@ def main():
             if name in files:
                 shutil.copy2(os.path.join(folder, name), out)
         trained = trained_model(folder, files)
-        if trained and os.path.join(rel, "model.bsq") not in index:
+        if trained and os.path.join(rel, PACKED) not in index:
             model, ckpt = load_model(os.path.join(folder, trained))
-            packed = os.path.join(out, "model.bsq")
+            packed = os.path.join(out, PACKED)
             pack(model, packed, checkpoint=os.path.join(rel, trained), acc=ckpt.get("acc"))
             rebuilt = unpack(packed)[0]
-            index[os.path.join(rel, "model.bsq")] = {
+            index[os.path.join(rel, PACKED)] = {
                 "acc": accuracy(rebuilt, images, labels),
                 "sample_acc": accuracy(rebuilt, images[::SAMPLE], labels[::SAMPLE])}
-            print(rel, index[os.path.join(rel, "model.bsq")], flush=True)
+            print(rel, index[os.path.join(rel, PACKED)], flush=True)
     for name in SWEEP:
         if os.path.exists(os.path.join(args.sweep, name)):
             shutil.copy2(os.path.join(args.sweep, name), args.dest)

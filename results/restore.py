@@ -21,14 +21,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from collect import SMALL  # noqa: E402
+from collect import PACKED, SMALL  # noqa: E402
 
 from models.packed import unpacked_checkpoint  # noqa: E402
-from sweep import run_config  # noqa: E402
+from sweep import SEED, run_config  # noqa: E402
 from utils.store.checkpoint import save_checkpoint  # noqa: E402
 from utils.store.files import atomic_write, write_json  # noqa: E402
+from utils.sweep.stagejob import RESULT  # noqa: E402
 
-RESULT, PACKED = "result.json", "model.bsq"
 START = "float-8"  # the sweep's first stage: the float model converted to 8 bits
 
 
@@ -95,7 +95,7 @@ def main():
         print(f"{rel}: {'restored' if restore_stage(args.results, rel, out) else 'skipped'}")
     commands = [recorded(args.results, rel).get("command") or [] for rel in stages]
     seeded = [c[c.index("--manualSeed") + 1] for c in commands if "--manualSeed" in c]
-    seed = os.path.join(out, "seed.txt")  # the sweep's seed where its command gives none
+    seed = os.path.join(out, SEED)  # the sweep's seed where its command gives none
     if seeded and not os.path.exists(seed):
         atomic_write(seed, f"{seeded[0]}\n")
     command = recorded(args.results, START)["command"]
