@@ -22,6 +22,7 @@ from tensorboard.backend.event_processing.event_multiplexer import EventMultiple
 import sweep
 from utils.cli.errors import run_main
 from utils.errors import BSQError
+from utils.store.rundir import RUN_FILES
 from utils.sweep import launchers, stagejob
 
 from cifar_fixture import make_cifar
@@ -233,6 +234,7 @@ def test_stopping_the_sweep_stops_its_local_jobs(tmp_path, swept, stop, started)
     assert driver.returncode == 128 + stop, err
     assert err.splitlines()[-1].startswith("error: interrupted; the running stages' jobs were "
                                            "cancelled")
+    assert "Traceback" not in err  # the jobs' controllers, stopped, wrote into their folders
     deadline = time.monotonic() + 30
     while processes_of(bsq):
         assert time.monotonic() < deadline, processes_of(bsq)
@@ -346,7 +348,9 @@ def test_a_sweep_restored_from_its_published_files_goes_on_as_the_first_run(tmp_
     that lost the sweep: the packed BSQ model comes back as its checkpoint, tensor for tensor;
     a rerun reuses every stage; with the finetune stage's folder gone it reruns that stage alone,
     from the restored checkpoint, to the first run's result; with the BSQ checkpoint gone too,
-    the stages that BSQ needs run again first, and each ends as before."""
+    the stages that BSQ needs run again first, and each ends as before. A redo stopped midway
+    leaves no result.json beside its own checkpoint, so the next run does not take that
+    checkpoint for the finished stage's."""
     out, figures, data_root = swept
     published, moved = tmp_path / "results", tmp_path / "moved"
     for tool, args in (("collect.py", [str(out), str(published), "--data-root", data_root]),
@@ -361,12 +365,12 @@ def test_a_sweep_restored_from_its_published_files_goes_on_as_the_first_run(tmp_
     assert (published / RUN / "finetune" / "model.bsq").exists()
     assert not (moved / "float-8" / "model_best.pth.tar").exists()  # conversions are not packed
 
-    def rerun():
+    def rerun(start=run_in_process):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as the first run
         try:
             with pytest.MonkeyPatch.context() as patch:
-                in_this_process(patch)
+                in_this_process(patch, start)
                 return sweep.main(sweep.get_args_parser().parse_args(
                     sweep_args(moved, data_root, *UNIFORM)))
         finally:
@@ -382,6 +386,21 @@ def test_a_sweep_restored_from_its_published_files_goes_on_as_the_first_run(tmp_
     assert same_line(moved, out, f"{RUN}/finetune")
     (moved / bsq).unlink()
     shutil.rmtree(moved / RUN / "finetune")
+
+    def bsq_stopped_after_an_epoch(command, *args):
+        if not command[1].endswith("cifar_prune_STE.py"):
+            return run_in_process(command, *args)
+        assert command[-1] == "--overwrite"  # redone whole: the script removes the run's files
+        for name in RUN_FILES:
+            (moved / RUN / "bsq" / name).unlink(missing_ok=True)
+        (moved / bsq).write_bytes(b"the redone run's first epoch")
+        return Finished(143)  # SIGTERM, its last epoch saved
+
+    with pytest.raises(launchers.StageFailed, match="BSQ was stopped"):
+        rerun(bsq_stopped_after_an_epoch)
+    assert not (moved / RUN / "bsq" / "result.json").exists()  # its checkpoint is not the result
+    assert not (moved / RUN / "finetune").exists()
+    (moved / bsq).unlink()  # this stand-in's epoch cannot be resumed; a real one would be
     assert rerun()["rows"] == figures["rows"]
     assert ran() == [f"{RUN}/bsq", f"{RUN}/finetune", "float", "float-8"]
     for stage in ("float", "float-8", f"{RUN}/bsq"):

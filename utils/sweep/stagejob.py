@@ -4,7 +4,9 @@ SLURM node). It imports no torch, so a job costs one light process besides the s
 The job runs the stage's script (under ``torchrun`` with more than one process) with its stdout
 and stderr appended to ``stdout.txt`` and ``stderr.txt`` in the stage's folder, writes the final
 JSON line to ``result.json`` when the script succeeds, and returns
-``{"status": exit status, "result": that line or None}``.
+``{"status": exit status, "result": that line or None}``. A stage redone whole removes the
+earlier run's ``result.json`` first, as ``--overwrite`` removes its other files: from then on the
+folder holds the new run, and until that run ends nothing in it says the stage is finished.
 
 A stage that holds a ``checkpoint.pth.tar`` continues it with ``--resume``. So a job requeued
 after a preemption or at its time limit goes on from its last epoch and ends as an uninterrupted
@@ -13,6 +15,7 @@ run would: submitit catches the requeue signal (USR2, ``--signal`` of sbatch) in
 back this same job to be requeued. The script itself ignores the requeue signal, and it gets
 SIGTERM if the job process dies (Linux), so it never outlives its job.
 """
+import contextlib
 import ctypes
 import json
 import os
@@ -106,6 +109,9 @@ class StageJob(submitit.helpers.Checkpointable):
     def __call__(self):
         task = submitit.JobEnvironment()
         os.makedirs(self.folder, exist_ok=True)
+        if not self.resumable:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.folder, RESULT))
         self._start = time.monotonic()
         with open(os.path.join(self.folder, STDOUT), "a") as out, \
                 open(os.path.join(self.folder, STDERR), "a") as err:
