@@ -4,7 +4,8 @@ SLURM cluster (``--launcher slurm``), one mechanism for both.
 The sweep decides which stage runs when (its inputs ready, at most ``--jobs`` at once); a
 ``Launcher`` submits a stage as a job (``utils/sweep/stagejob.py``: the stage's script, its logs in
 the stage's folder), follows it and cancels it. Each stage's folder keeps submitit's files under
-``jobs/`` (for SLURM the sbatch script, the job's own log, the pickled job and its result) and
+``jobs/`` (for SLURM the sbatch script, the job's own log, the pickled job and its result; a
+local job's controller writes ``controller.txt`` there) and
 ``job.json``, the job's id: a sweep run again with the same command follows a job still queued or
 running instead of submitting it twice.
 
@@ -14,11 +15,13 @@ GPUs, from GPU ``i * gpus-per-job`` on, round the visible GPUs (so slot i runs o
 its time limit or preempted requeued and resumed (utils/sweep/stagejob.py).
 """
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 
@@ -34,6 +37,7 @@ from utils.sweep.stagejob import STDERR, STDOUT, STOPPED, StageJob, last_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repository
 JOB_RECORD = "job.json"
+CONTROLLER_LOG = "controller.txt"  # a local job's controller writes here, not to the sweep's stderr
 CANCEL_WAIT_S = 30.0  # how long a cancelled local job may take to end
 REQUEUES = 20  # time limits a SLURM job may hit, each time requeued and resumed
 FOREVER_MIN = 10 ** 7  # a local job's time limit: none
@@ -180,6 +184,10 @@ class Launcher:
     def env(self, slot):
         return {}
 
+    def spawning(self, stage):
+        """What surrounds the submission of ``stage``'s job (a context manager)."""
+        return contextlib.nullcontext()
+
     def where(self, job, slot):
         """Where a job runs, for the line that says it started."""
         return ""
@@ -203,7 +211,7 @@ class Launcher:
         path = os.environ.get("PYTHONPATH")
         try:  # the job unpickles a StageJob: utils/ must be importable where it runs
             with submitit.helpers.environment_variables(
-                    PYTHONPATH=ROOT + (os.pathsep + path if path else "")):
+                    PYTHONPATH=ROOT + (os.pathsep + path if path else "")), self.spawning(stage):
                 submitted = executor.submit(job)
         except FailedJobError as e:
             raise BSQError(f"stage {stage.name} could not be submitted: "
@@ -270,6 +278,22 @@ class LocalLauncher(Launcher):
         # outlive their cancellation; caught here, SIGINT is at its default in every job.
         if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    @contextlib.contextmanager
+    def spawning(self, stage):
+        """The job's controller, a process submitit starts, inherits the standard error of the
+        sweep, and stopped by a cancellation it prints a traceback there: it is started with
+        ``jobs/controller.txt`` of the stage's folder as its standard error instead."""
+        os.makedirs(self.folder(stage), exist_ok=True)
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.path.join(self.folder(stage), CONTROLLER_LOG), "a") as log:
+                os.dup2(log.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
     def env(self, slot):
         gpus = gpus_for(slot, self.gpus, self.resources.gpus)
