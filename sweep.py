@@ -86,6 +86,7 @@ SCRIPTS = {"cifar_train.py": cifar_train.get_args_parser,
 FORWARDED = ("model", "data", "run", "speed", "output")
 TARGET_KINDS = ("compression", "bits", "bops")
 POLL_S = 0.2
+PRINTING_ONLY = ("progress",)  # flags that change what a stage prints, not what it computes
 SEED = "seed.txt"  # in --out: the seed drawn at a sweep's first run without --manualSeed
 
 
@@ -265,13 +266,14 @@ def reusable(stages):
 
 
 def run_config(command):
-    """``(script, flag values)`` of a stage's command line, as its script parses it; ValueError
-    for one it does not take."""
+    """``(script, flag values)`` of a stage's command line, as its script parses it, but for
+    ``PRINTING_ONLY``; ValueError for one it does not take."""
     script = os.path.basename(command[1])
     try:
-        return script, vars(SCRIPTS[script]().parse_args(command[2:]))
+        values = vars(SCRIPTS[script]().parse_args(command[2:]))
     except SystemExit:
         raise ValueError(f"{script} does not take {command[2:]}") from None
+    return script, {k: v for k, v in values.items() if k not in PRINTING_ONLY}
 
 
 def run_stages(stages, launcher, every):

@@ -136,7 +136,8 @@ def test_targets_plan_bsq_to_each_budget_and_their_rows_name_it(tmp_path):
 
 def test_a_finished_stage_is_the_same_run_however_its_flags_are_ordered(tmp_path):
     """A stage's result.json is reused when it records the same script with the same values,
-    in any order or spelling (a sweep of an earlier version wrote it), and not for another value."""
+    in any order or spelling (a sweep of an earlier version wrote it), whatever its progress
+    interval, and not for another value."""
     folder = str(tmp_path / "alpha-0.1" / "scratch")
     stage = sweep.Stage("alpha 0.1 scratch conversion", "convert.py",
                         ["-a", "resnet", "--depth", "20", "--act", "4", "--workers", "4",
@@ -153,6 +154,9 @@ def test_a_finished_stage_is_the_same_run_however_its_flags_are_ordered(tmp_path
                     "--depth", "20")["acc"] == 50.0  # --act 4 is its default
     assert recorded("--model", "f.pth.tar", "-a", "resnet", "--depth", "20", "--Nbits", "4") is None
     assert recorded("--model", "f.pth.tar", "--no-such-flag") is None
+    finetune = [sys.executable, "cifar_finetune.py", "--model", "b.pth.tar"]
+    assert sweep.run_config(finetune + ["--progress", "600"]) == sweep.run_config(finetune)
+    assert sweep.run_config(finetune + ["--lr", "0.02"]) != sweep.run_config(finetune)
 
 
 def test_job_slots_go_round_the_visible_gpus(tmp_path, monkeypatch):
