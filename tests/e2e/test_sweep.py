@@ -361,6 +361,9 @@ def test_a_sweep_restored_from_its_published_files_goes_on_as_the_first_run(tmp_
                        ("restore.py", [str(published), str(moved)])):
         subprocess.run([sys.executable, os.path.join(REPO, "results", tool), *args], check=True,
                        cwd=tmp_path, capture_output=True)
+        if tool == "collect.py":  # a seed's sweep, published inside this one's results
+            shutil.copytree(published, published / "seed-1")
+    assert not (moved / "seed-1").exists()  # another sweep's stages: restored on their own
     bsq = f"{RUN}/bsq/checkpoint.pth.tar"
     first, restored = (torch.load(folder / bsq, weights_only=True) for folder in (out, moved))
     assert restored["state_dict"].keys() == first["state_dict"].keys()
