@@ -183,7 +183,11 @@ def schedule_flags(stage, factor, recipe=RECIPE):
 
 
 def plan(args, out):
-    """The stages of the sweep, in an order that respects their inputs; and the float model."""
+    """The stages of the sweep, in an order that respects their inputs, and the float model.
+
+    Stages start in this order as job slots free: every BSQ run, then their finetunes, then the
+    train-from-scratch baselines and the uniform ones, so a sweep stopped early has its method's
+    points."""
     pretrain, bsq_run, finetune, convert = (forwarded(args, script) for script in SCRIPTS)
     schedule = {stage: schedule_flags(stage, args.epochs_scale, recipe_for(args.dataset))
                 for stage in ("train", "bsq", "finetune")}
@@ -198,24 +202,27 @@ def plan(args, out):
     stages.append(Stage("8-bit conversion", "convert.py", convert + ["--model", float_model,
                         "--Nbits", str(args.Nbits)], os.path.join(out, "float-8"), first, False))
     start = os.path.join(out, "float-8", "model_best.pth.tar")
+    bsq_stages, finetunes, baselines = [], [], []
     for point in points(args):
         folder, a = os.path.join(out, point["folder"]), point["name"]
         bsq = os.path.join(folder, "bsq", "checkpoint.pth.tar")
         scratch = os.path.join(folder, "scratch", "model_best.pth.tar")
-        stages += [
+        bsq_stages.append(
             Stage(f"{a} BSQ", "cifar_prune_STE.py", bsq_run + schedule["bsq"] + bits
                   + ["--L1", *point["flags"], "--thre", str(args.thre), "--model", start],
-                  os.path.join(folder, "bsq"), ("8-bit conversion",)),
+                  os.path.join(folder, "bsq"), ("8-bit conversion",)))
+        finetunes.append(
             Stage(f"{a} finetune", "cifar_finetune.py", finetune + schedule["finetune"]
-                  + bits + ["--model", bsq], os.path.join(folder, "finetune"), (f"{a} BSQ",))]
+                  + bits + ["--model", bsq], os.path.join(folder, "finetune"), (f"{a} BSQ",)))
         if args.scratch:
-            stages += [
+            baselines += [
                 Stage(f"{a} scratch conversion", "convert.py", convert + ["--model", float_model,
                       "--dict", bsq, "--Nbits", str(args.Nbits)],
                       os.path.join(folder, "scratch"), (f"{a} BSQ",), False),
                 Stage(f"{a} scratch finetune", "cifar_finetune.py", finetune
                       + schedule["finetune"] + bits + ["--model", scratch],
                       os.path.join(folder, "scratch-ft"), (f"{a} scratch conversion",))]
+    stages += bsq_stages + finetunes + baselines  # the method's own results first
     for n in args.uniform:
         folder, u = os.path.join(out, f"uniform-{n}"), f"uniform {n}-bit"
         converted = os.path.join(folder, "convert", "model_best.pth.tar")

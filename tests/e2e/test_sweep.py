@@ -134,6 +134,20 @@ def test_targets_plan_bsq_to_each_budget_and_their_rows_name_it(tmp_path):
         sweep.main(sweep.get_args_parser().parse_args([]))
 
 
+def test_plan_starts_every_bsq_run_before_any_finetune_and_the_baselines_last(tmp_path):
+    """Free job slots go to stages in plan order: a sweep stopped early has its BSQ points."""
+    args = sweep.get_args_parser().parse_args(["--decays", "0.05", "0.1", "--targets", "10",
+                                               "--uniform", "4", "--manualSeed", "1"])
+    stages, _ = sweep.plan(args, str(tmp_path))
+    kinds = [("bsq" if s.script == "cifar_prune_STE.py" else "scratch" if "scratch" in s.name
+              else "uniform" if "uniform" in s.name else "finetune" if "finetune" in s.name
+              else "start") for s in stages]
+    assert kinds == ["start", "start"] + ["bsq"] * 3 + ["finetune"] * 3 + ["scratch"] * 6 \
+        + ["uniform"] * 2
+    names = [s.name for s in stages]
+    assert all(names.index(d) < names.index(s.name) for s in stages for d in s.after)
+
+
 def test_a_finished_stage_is_the_same_run_however_its_flags_are_ordered(tmp_path):
     """A stage's result.json is reused when it records the same script with the same values,
     in any order or spelling (a sweep of an earlier version wrote it), whatever its progress
