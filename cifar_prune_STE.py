@@ -93,7 +93,8 @@ def main(args):
 
     controller = None if budget is None else AlphaController(
         budget, model, budget.size(model), device=run.device, thre=args.thre,
-        reach=reach_step(args.epochs, args.Prun_Int, len(run.train_loader)))
+        reach=reach_step(args.epochs, args.Prun_Int, len(run.train_loader)),
+        end=args.epochs * len(run.train_loader), epoch=len(run.train_loader))
     decay = controller.alpha if controller is not None else args.decay if args.L1 else 0.0
     goal = (f"alpha {decay}" if controller is None
             else f"{budget.flag}, alpha from {controller.value():g}")

@@ -2,22 +2,31 @@
 
 A ``Budget`` is average weight bits (``--target-bits``; ``--target-compression X`` is
 ``32 / X`` bits) or bit-operations per image (``--target-bops``). The ``AlphaController`` holds
-alpha as a 0-dim tensor that the training step reads, and every ``EVERY`` steps compares the
-size the model would have if it were re-quantized now (``BitModel.requantized_scheme``, a dry run
-of the re-quantization rule that changes nothing) with a reference that falls geometrically from
-the start's size to the target by the last re-quantization during training:
+alpha as a 0-dim tensor that the training step reads, and every ``EVERY`` steps measures the size
+the model would have if it were re-quantized now (``BitModel.requantized_scheme``, a dry run of
+the re-quantization rule that changes nothing). The size lags alpha by about an epoch (a plane
+goes only when every weight's bit in it is zero), so the controller steers by where the size is
+heading, not where it is: with ``s`` the mean log size of the last ``SMOOTH`` dry runs, ``v``
+its fall per step over the last epoch (0 while it rises), ``h`` the lesser of ``HORIZON`` epochs
+and the steps left, and a reference that falls geometrically from the start's size to the
+target by the last re-quantization during training (step ``T``),
 
     ref(t) = start * (target / start) ** min(1, t / T)
-    alpha <- alpha * clip((size(t) / ref(t)) ** GAIN, 1 / STEP, STEP)
+    alpha <- alpha * clip(exp(s - v * h) / ref(t + h), SHRINK ** -(EVERY / E), GROW ** (EVERY / E))
 
-so alpha grows while the planes empty too slowly and shrinks while they empty too fast, by at
-most ``STEP`` per update, within ``ALPHA_RANGE``. It starts at ``ALPHA0``, ``--decay``'s default.
-The dry run's size lags alpha (a plane goes only when every weight's bit in it is zero), so the
-rate is kept low and alpha bounded: with x1.25 per update and no bound, a 3-epoch run to 16x
-(ResNet-20, 2026-12-07) drove alpha to 16 within two epochs and its accuracy to 13%. When the last
-re-quantization still leaves the model above the budget, ``BitModel.meet_`` drops the smallest
-planes until it holds.
+(``E`` steps per epoch): alpha grows, by at most ``GROW`` per epoch, only while the size would
+still be above the reference ``h`` steps ahead at its present rate, and shrinks, by at most
+``SHRINK`` per epoch, when that rate would carry it below; within ``ALPHA_RANGE``, from
+``ALPHA0``. Planes do not come back after a re-quantization, so the controller errs late: when
+the last re-quantization leaves the model above the budget, ``BitModel.meet_`` drops the
+smallest planes until it holds.
+
+The first rule (2026-12-07, ``results/budgets-v1``) compared the size now with ``ref(t)`` and moved
+alpha by up to x1.1 per 20 steps: during the first epoch, when no plane can empty yet, it wound
+alpha up to 0.2-0.3, then to its bound while the size lagged, and cut two ResNet-20 runs past
+their targets (16x to 21.6x, 20x to 24.8x).
 """
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -29,8 +38,10 @@ from utils.quant.bits import FLOAT_BITS
 
 ALPHA0 = 0.01  # the release's --decay default
 EVERY = 20  # steps between updates
-GAIN = 1.0
-STEP = 1.1  # the largest change of alpha per update, up or down: x6.7 per epoch of 391 steps
+SMOOTH = 5  # dry runs averaged (in log) into the size the rule reads
+HORIZON = 2.0  # epochs the size's present rate is extrapolated over
+GROW = 2.0  # the largest rise of alpha per epoch
+SHRINK = 8.0  # the largest fall of alpha per epoch
 ALPHA_RANGE = (1e-4, 1.0)  # 1/100 and 100 times ALPHA0
 
 
@@ -90,25 +101,46 @@ class Budget:
 
 class AlphaController:
     """Alpha of a budgeted run (the module's rule): ``alpha``, a 0-dim tensor the step reads,
-    updated in place by ``update(t)`` at global step ``t``; ``reach``: ``T``, the step by which
-    the reference reaches the target; ``history``: ``(step, alpha, size)`` of each update."""
+    updated in place by ``update(t)`` at global step ``t`` (from 0 over the run); ``reach``:
+    ``T``, the step by which the reference reaches the target; ``end``: the run's last step + 1;
+    ``epoch``: steps per epoch; ``history``: ``(step, alpha, size)`` of each update, ``size``
+    the dry run's. ``measure()``: the dry run's size, ``budget``'s measure of
+    ``model.requantized_scheme(thre)`` unless given."""
 
-    def __init__(self, budget, model, start_size, reach, thre=0.0, device="cpu"):
-        self.budget, self.model, self.thre = budget, model, thre
-        self.start, self.reach = start_size, max(1, reach)
+    def __init__(self, budget, model, start_size, reach, end, epoch, thre=0.0, device="cpu",
+                 measure=None):
+        self.budget, self.start, self.reach = budget, start_size, max(1, reach)
+        self.end, self.epoch = end, max(1, epoch)
+        self.measure = measure or (lambda: budget.size(model, model.requantized_scheme(thre)))
         self.alpha = torch.tensor(ALPHA0, dtype=torch.float32, device=device)
         self.history = []
 
     def reference(self, t):
         return self.start * (self.budget.target / self.start) ** min(1.0, t / self.reach)
 
+    def heading(self, t, size):
+        """``(s, v)`` of the rule at step ``t`` with the dry run's ``size``: the mean log size of
+        the last ``SMOOTH`` dry runs, and its fall per step since the same mean an epoch of
+        updates before (0 while rising, and until there is one)."""
+        steps = [step for step, _, _ in self.history] + [t]
+        logs = [math.log(s) for _, _, s in self.history] + [math.log(size)]
+        now = sum(logs[-SMOOTH:]) / len(logs[-SMOOTH:])
+        back = max(1, round(self.epoch / EVERY))  # updates in an epoch
+        if len(logs) <= back:
+            return now, 0.0
+        then = logs[-back - SMOOTH:-back]
+        return now, max(0.0, (sum(then) / len(then) - now) / (t - steps[-1 - back]))
+
     def update(self, t):
-        """At global step ``t`` (counted from 0 over the run): every ``EVERY`` steps, the dry run's
-        size against ``reference(t)``, and alpha scaled by the rule."""
+        """At global step ``t``: every ``EVERY`` steps, a dry run, and alpha scaled by the rule."""
         if t % EVERY:
             return
-        size = self.budget.size(self.model, self.model.requantized_scheme(self.thre))
-        factor = min(STEP, max(1 / STEP, (size / self.reference(t)) ** GAIN))
+        size = self.measure()
+        now, fall = self.heading(t, size)
+        ahead = min(HORIZON * self.epoch, max(0, self.end - t))
+        gap = now - fall * ahead - math.log(self.reference(t + ahead))
+        per_update = EVERY / self.epoch
+        factor = min(GROW ** per_update, max(SHRINK ** -per_update, math.exp(gap)))
         value = min(ALPHA_RANGE[1], max(ALPHA_RANGE[0], self.value() * factor))
         self.alpha.fill_(value)
         self.history.append((t, value, size))
