@@ -82,13 +82,18 @@ def main(args):
         return evaluate_only(model, run.test_loader, args.model)
 
     def requantize(epoch):
-        """docs/method.md, steps 1-3, at the start of every epoch e with e % Prun_Int == 0."""
+        """docs/method.md, steps 1-3, at the start of every epoch e with e % Prun_Int == 0; a
+        budget is met at the last of them, so that the epochs after it train at its size."""
         if not args.Prun_Int or epoch % args.Prun_Int:
             return False
         model.requantize_(args.thre)
+        met = ""
+        if controller is not None and epoch * len(run.train_loader) == controller.reach:
+            controller.dropped = model.meet_(budget.over)
+            met = f", {controller.dropped} planes dropped to meet {budget.flag}"
         acc = evaluate(model, run.test_loader)["acc"]  # as the release tests after each one
         print(f"re-quantized before epoch {epoch + 1}: {model.avg_bits():.3f} bits per weight, "
-              f"compression {times(model.compression())}, test accuracy {acc:.2f}%")
+              f"compression {times(model.compression())}{met}, test accuracy {acc:.2f}%")
         return True
 
     controller = None if budget is None else AlphaController(
@@ -133,15 +138,17 @@ def check_allowed(model, allowed):
 
 
 def met(model, budget, controller):
-    """A budgeted run's end: the planes dropped to meet the budget when the last re-quantization
-    left the model above it (``BitModel.meet_``), said and returned with the alpha trajectory."""
+    """A budgeted run's end: the planes dropped to meet the budget at the last re-quantization
+    during training (``requantize``) and after the final one (``BitModel.meet_``), said and
+    returned with the alpha trajectory."""
     dropped = model.meet_(budget.over)
     size = budget.size(model)
     print(f"{budget.flag}: {budget.show(size)} after the final re-quantization"
           + (f" and {dropped} planes dropped to meet it" if dropped else "")
           + ("" if size <= budget.target else " (no layer can lose a plane: not met)")
           + f"; alpha ended at {controller.value():.4g}")
-    return {"target": budget.flag, "dropped_planes": dropped, "alpha": controller.value(),
+    return {"target": budget.flag, "dropped_planes": controller.dropped + dropped,
+            "dropped_in_training": controller.dropped, "alpha": controller.value(),
             "alphas": [round(a, 6) for _, a, _ in controller.history]}
 
 

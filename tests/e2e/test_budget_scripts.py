@@ -1,6 +1,7 @@
-"""cifar_prune_STE.py to a budget on generated data: each target ends met, its alpha trajectory
-is in the JSON line, log.txt and the checkpoint; --allowed-bits gives only those precisions and an
-ONNX graph that agrees with the checkpoint; bad budgets are one line before any work."""
+"""cifar_prune_STE.py to a budget on generated data: each target is met from the last
+re-quantization during training on, its alpha trajectory is in the JSON line, log.txt and the
+checkpoint; --allowed-bits gives only those precisions and an ONNX graph that agrees with the
+checkpoint; bad budgets are one line before any work."""
 import os
 
 import onnx
@@ -36,6 +37,11 @@ def test_each_target_ends_met_with_its_alpha_trajectory(tmp_path, cifar10_root, 
     assert fig["alpha"] == pytest.approx(fig["alphas"][-1], abs=1e-4)
     log = read_log(str(tmp_path / "run" / "log.txt"))
     assert len(log["alpha"]) == 3 and log["alpha"][-1] == pytest.approx(fig["alphas"][-1], rel=1e-4)
+    # met at the last re-quantization during training (before epoch 3): epoch 3 trains within it
+    assert f"planes dropped to meet {flag} {value:g}" in proc.stdout
+    assert 0 < fig["dropped_in_training"] <= fig["dropped_planes"]
+    if key != "bops":  # log.txt has no BOPs column
+        assert limit({key: log[key][-1]})
     ckpt = load_checkpoint(str(tmp_path / "run" / "checkpoint.pth.tar"))
     assert ckpt["target"]["alpha"] == pytest.approx(fig["alphas"][-1], rel=1e-4)
     assert f"{flag} {value:g}" in proc.stdout

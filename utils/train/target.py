@@ -17,9 +17,11 @@ target by the last re-quantization during training (step ``T``),
 (``E`` steps per epoch): alpha grows, by at most ``GROW`` per epoch, only while the size would
 still be above the reference ``h`` steps ahead at its present rate, and shrinks, by at most
 ``SHRINK`` per epoch, when that rate would carry it below; within ``ALPHA_RANGE``, from
-``ALPHA0``. Planes do not come back after a re-quantization, so the controller errs late: when
-the last re-quantization leaves the model above the budget, ``BitModel.meet_`` drops the
-smallest planes until it holds.
+``ALPHA0``. Planes do not come back after a re-quantization, so the rule errs late, and the
+budget is met by dropping planes: at the re-quantization at step ``T`` ``BitModel.meet_`` drops
+the smallest planes until the model is within it, so that the epochs after it (at the schedule's
+lower learning rate, where the size hardly moves) train at the budget's size, and again after
+the final re-quantization if it is still above.
 
 The first rule (2026-12-07, ``results/budgets-v1``) compared the size now with ``ref(t)`` and moved
 alpha by up to x1.1 per 20 steps: during the first epoch, when no plane can empty yet, it wound
@@ -104,7 +106,8 @@ class AlphaController:
     updated in place by ``update(t)`` at global step ``t`` (from 0 over the run); ``reach``:
     ``T``, the step by which the reference reaches the target; ``end``: the run's last step + 1;
     ``epoch``: steps per epoch; ``history``: ``(step, alpha, size)`` of each update, ``size``
-    the dry run's. ``measure()``: the dry run's size, ``budget``'s measure of
+    the dry run's; ``dropped``: the planes dropped to meet the budget at the re-quantization at
+    step ``T``. ``measure()``: the dry run's size, ``budget``'s measure of
     ``model.requantized_scheme(thre)`` unless given."""
 
     def __init__(self, budget, model, start_size, reach, end, epoch, thre=0.0, device="cpu",
@@ -113,7 +116,7 @@ class AlphaController:
         self.end, self.epoch = end, max(1, epoch)
         self.measure = measure or (lambda: budget.size(model, model.requantized_scheme(thre)))
         self.alpha = torch.tensor(ALPHA0, dtype=torch.float32, device=device)
-        self.history = []
+        self.history, self.dropped = [], 0
 
     def reference(self, t):
         return self.start * (self.budget.target / self.start) ** min(1.0, t / self.reach)
@@ -149,8 +152,9 @@ class AlphaController:
         return float(self.alpha)
 
     def state_dict(self):
-        """What a checkpoint keeps for ``--resume``: alpha, the start's size, the updates."""
-        return {"alpha": self.value(), "start": self.start,
+        """What a checkpoint keeps for ``--resume``: alpha, the start's size, the updates, the
+        planes dropped at step ``T``."""
+        return {"alpha": self.value(), "start": self.start, "dropped": self.dropped,
                 "history": [list(update) for update in self.history]}
 
     def load_state_dict(self, state: Optional[dict]):
@@ -158,6 +162,7 @@ class AlphaController:
             self.alpha.fill_(state["alpha"])
             self.start = state["start"]
             self.history = [tuple(update) for update in state.get("history", ())]
+            self.dropped = state.get("dropped", 0)
 
 
 def reach_step(epochs, prun_int, steps_per_epoch):
