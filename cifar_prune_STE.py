@@ -28,6 +28,7 @@ from utils.report.board import open_board
 from utils.report.console import summary, times
 from utils.report.scheme import report_scheme
 from utils.store.checkpoint import checkpoint_state, read_scheme, save_checkpoint
+from utils.store.files import write_json
 from utils.store.rundir import interrupted, open_run
 from utils.train.engine import evaluate
 from utils.train.fit import TARGET, Schedule, evaluate_only, fit
@@ -116,7 +117,7 @@ def main(args):
                           progress_every=args.progress, record=args, board=board,
                           controller=controller)
         model.requantize_(0.0)  # the release's final re-quantization drops only empty planes
-        extra = {} if budget is None else met(model, budget, controller)
+        extra = {} if budget is None else met(model, budget, controller, args.checkpoint)
         test = evaluate(model, run.test_loader)
         acc = test["acc"]
         report_scheme(model, args.checkpoint, acc)
@@ -137,11 +138,13 @@ def check_allowed(model, allowed):
     return allowed
 
 
-def met(model, budget, controller):
+def met(model, budget, controller, folder):
     """A budgeted run's end: the planes dropped to meet the budget at the last re-quantization
     during training (``requantize``) and after the final one (``BitModel.meet_``), said and
-    returned with the alpha trajectory."""
+    returned with the alpha trajectory; every update of the controller in ``controller.json``."""
     dropped = model.meet_(budget.over)
+    write_json({"target": budget.flag, "measure": budget.measure, **controller.report()},
+               os.path.join(folder, "controller.json"))
     size = budget.size(model)
     print(f"{budget.flag}: {budget.show(size)} after the final re-quantization"
           + (f" and {dropped} planes dropped to meet it" if dropped else "")

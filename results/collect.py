@@ -3,9 +3,10 @@
     python results/collect.py SWEEP_OUT results/NAME --data-root DIR
 
 For every stage folder of ``SWEEP_OUT`` that finished (its ``result.json``): ``result.json`` (the
-stage's final JSON line, its command and wall time), ``log.txt`` and ``scheme.json``. For every
-stage that trained a bit model (BSQ: its re-quantized ``checkpoint.pth.tar``; a finetune: its
-``best_bin.pth.tar``, the file its ``result.json`` names): ``model.bsq``, the packed file
+stage's final JSON line, its command and wall time), ``log.txt``, ``scheme.json`` and, for BSQ to
+a budget, ``controller.json`` (every update of alpha). For every stage that trained a bit model
+(BSQ: its re-quantized ``checkpoint.pth.tar``; a finetune: its ``best_bin.pth.tar``, the file
+its ``result.json`` names): ``model.bsq``, the packed file
 (``export.py --export``), and its test accuracy on the JPEG CIFAR-10 test set and on ``SAMPLE``
 (every 10th test image, all classes) into ``results/NAME/models.json``, both computed as
 ``export.py --load FILE --evaluate`` computes them (tests/e2e/test_results.py checks the files
@@ -28,7 +29,7 @@ from utils.store.files import write_json  # noqa: E402
 from utils.sweep.stagejob import RESULT  # noqa: E402
 from utils.train.engine import evaluate  # noqa: E402
 
-SMALL = (RESULT, "log.txt", "scheme.json")
+SMALL = (RESULT, "log.txt", "scheme.json", "controller.json")  # the last: a budget's BSQ
 PACKED = "model.bsq"  # a trained stage's model, packed
 SWEEP = ("sweep.json", "sweep.md", "tradeoff.png")
 SAMPLE = 10  # the check sample: test images 0, 10, 20, ... (the JPEG test batch is class-sorted)

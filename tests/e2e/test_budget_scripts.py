@@ -2,6 +2,7 @@
 re-quantization during training on, its alpha trajectory is in the JSON line, log.txt and the
 checkpoint; --allowed-bits gives only those precisions and an ONNX graph that agrees with the
 checkpoint; bad budgets are one line before any work."""
+import json
 import os
 
 import onnx
@@ -42,6 +43,12 @@ def test_each_target_ends_met_with_its_alpha_trajectory(tmp_path, cifar10_root, 
     assert 0 < fig["dropped_in_training"] <= fig["dropped_planes"]
     if key != "bops":  # log.txt has no BOPs column
         assert limit({key: log[key][-1]})
+    with open(tmp_path / "run" / "controller.json") as f:
+        control = json.load(f)
+    updates = control["updates"]
+    assert [u["alpha"] for u in updates] == pytest.approx(fig["alphas"], abs=1e-6)
+    assert [u["step"] for u in updates] == [0, 20, 40, 60]
+    assert all(0 < u["size"] <= control["start"] for u in updates)  # planes never come back
     ckpt = load_checkpoint(str(tmp_path / "run" / "checkpoint.pth.tar"))
     assert ckpt["target"]["alpha"] == pytest.approx(fig["alphas"][-1], rel=1e-4)
     assert f"{flag} {value:g}" in proc.stdout

@@ -151,6 +151,13 @@ class AlphaController:
     def value(self):
         return float(self.alpha)
 
+    def report(self):
+        """``controller.json``: the start's size, the planes dropped at step ``T`` and every
+        update (``step``, ``alpha`` after it, the dry run's ``size``)."""
+        return {"start": self.start, "dropped_in_training": self.dropped,
+                "updates": [{"step": t, "alpha": alpha, "size": size}
+                            for t, alpha, size in self.history]}
+
     def state_dict(self):
         """What a checkpoint keeps for ``--resume``: alpha, the start's size, the updates, the
         planes dropped at step ``T``."""
