@@ -131,16 +131,16 @@ def test_the_reference_falls_to_the_target_by_the_last_requantization():
     assert c.reference(600) == c.reference(900) == pytest.approx(2.0)
 
 
-def test_alpha_grows_at_most_GROW_per_epoch_while_the_size_stands_still():
-    c, update = controller(lambda t: 8.0)
+def test_alpha_grows_at_most_SEARCH_per_epoch_until_the_size_moves_then_GROW():
+    c, update = controller(lambda t: 8.0 if t < 120 else 7.9)  # falls once, then stands
     update(1)  # not an update step
     assert c.history == [] and c.value() == pytest.approx(target.ALPHA0)
     for t in range(0, 300, target.EVERY):
         update(t)
-    alphas = [a for _, a, _ in c.history]
-    assert all(b > a for a, b in zip(alphas, alphas[1:]))
-    per_epoch = 100 // target.EVERY
-    assert alphas[per_epoch] / alphas[0] == pytest.approx(target.GROW, rel=1e-5)
+    alpha = {t: a for t, a, _ in c.history}
+    assert all(alpha[t + target.EVERY] > alpha[t] for t in range(0, 260, target.EVERY))
+    assert alpha[100] / alpha[0] == pytest.approx(target.SEARCH, rel=1e-5)  # an epoch: 100 steps
+    assert alpha[220] / alpha[120] == pytest.approx(target.GROW, rel=1e-5)
 
 
 def test_alpha_does_not_grow_while_the_size_falls_fast_enough_to_reach_the_reference():

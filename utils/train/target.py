@@ -14,14 +14,15 @@ target by the last re-quantization during training (step ``T``),
     ref(t) = start * (target / start) ** min(1, t / T)
     alpha <- alpha * clip(exp(s - v * h) / ref(t + h), SHRINK ** -(EVERY / E), GROW ** (EVERY / E))
 
-(``E`` steps per epoch): alpha grows, by at most ``GROW`` per epoch, only while the size would
-still be above the reference ``h`` steps ahead at its present rate, and shrinks, by at most
-``SHRINK`` per epoch, when that rate would carry it below; within ``ALPHA_RANGE``, from
-``ALPHA0``. Planes do not come back after a re-quantization, so the rule errs late, and the
-budget is met by dropping planes: at the re-quantization at step ``T`` ``BitModel.meet_`` drops
-the smallest planes until the model is within it, so that the epochs after it (at the schedule's
-lower learning rate, where the size hardly moves) train at the budget's size, and again after
-the final re-quantization if it is still above.
+(``E`` steps per epoch): alpha grows, by at most ``GROW`` per epoch (``SEARCH`` until the size
+first falls: the dead time in which no plane can empty yet), only while the size would still be
+above the reference ``h`` steps ahead at its present rate, and shrinks, by at most ``SHRINK`` per
+epoch, when that rate would carry it below; within ``ALPHA_RANGE``, from ``ALPHA0``. Planes do
+not come back after a re-quantization, so the rule errs late, and the budget is met by dropping
+planes: at the re-quantization at step ``T`` ``BitModel.meet_`` drops the smallest planes until
+the model is within it, so that the epochs after it (at the schedule's lower learning rate, where
+the size hardly moves) train at the budget's size, and again after the final re-quantization if
+it is still above.
 
 The first rule (2026-12-07, ``results/budgets-v1``) compared the size now with ``ref(t)`` and moved
 alpha by up to x1.1 per 20 steps: during the first epoch, when no plane can empty yet, it wound
@@ -43,6 +44,7 @@ EVERY = 20  # steps between updates
 SMOOTH = 5  # dry runs averaged (in log) into the size the rule reads
 HORIZON = 2.0  # epochs the size's present rate is extrapolated over
 GROW = 2.0  # the largest rise of alpha per epoch
+SEARCH = 8.0  # the same until the dry run's size first falls
 SHRINK = 8.0  # the largest fall of alpha per epoch
 ALPHA_RANGE = (1e-4, 1.0)  # 1/100 and 100 times ALPHA0
 
@@ -143,7 +145,9 @@ class AlphaController:
         ahead = min(HORIZON * self.epoch, max(0, self.end - t))
         gap = now - fall * ahead - math.log(self.reference(t + ahead))
         per_update = EVERY / self.epoch
-        factor = min(GROW ** per_update, max(SHRINK ** -per_update, math.exp(gap)))
+        sizes = [s for _, _, s in self.history] + [size]
+        grow = (GROW if min(sizes) < sizes[0] else SEARCH) ** per_update  # has it moved yet?
+        factor = min(grow, max(SHRINK ** -per_update, math.exp(gap)))
         value = min(ALPHA_RANGE[1], max(ALPHA_RANGE[0], self.value() * factor))
         self.alpha.fill_(value)
         self.history.append((t, value, size))
