@@ -127,14 +127,14 @@ class AlphaController:
         """``(s, v)`` of the rule at step ``t`` with the dry run's ``size``: the mean log size of
         the last ``SMOOTH`` dry runs, and its fall per step since the same mean an epoch of
         updates before (0 while rising, and until there is one)."""
-        steps = [step for step, _, _ in self.history] + [t]
-        logs = [math.log(s) for _, _, s in self.history] + [math.log(size)]
-        now = sum(logs[-SMOOTH:]) / len(logs[-SMOOTH:])
         back = max(1, round(self.epoch / EVERY))  # updates in an epoch
-        if len(logs) <= back:
+        tail = self.history[-(back + SMOOTH - 1):] + [(t, None, size)]  # all the rule reads
+        logs = [math.log(s) for _, _, s in tail]
+        now = sum(logs[-SMOOTH:]) / len(logs[-SMOOTH:])
+        if len(self.history) < back:
             return now, 0.0
         then = logs[-back - SMOOTH:-back]
-        return now, max(0.0, (sum(then) / len(then) - now) / (t - steps[-1 - back]))
+        return now, max(0.0, (sum(then) / len(then) - now) / (t - tail[-1 - back][0]))
 
     def update(self, t):
         """At global step ``t``: every ``EVERY`` steps, a dry run, and alpha scaled by the rule."""
