@@ -91,3 +91,44 @@ def test_a_panel_is_constant_only_if_the_final_model_shares_its_value():
     caption, labels = texts({"acc": 60.0, "compression": 4.0, "avg_bits": 8.0})
     assert "constant over the run: compression 4, average bits 8" in caption
     assert "compression (x)" not in labels
+
+
+def test_tradeoff_draws_budgets_apart_from_the_alpha_lines():
+    """Every series at its rows' points: the alphas joined, each budget's BSQ, finetuned and
+    from-scratch accuracy as points of their own, against compression and against GBOPs."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from utils.report.plots import _tradeoff_panel
+    alphas = [{"alpha": a, "target": None, "comp": 4 * (1 + a), "bops": 2e9 / (1 + a),
+               "bsq_acc": 50 - a, "finetune_acc": 60 - a, "scratch_acc": 55 - a}
+              for a in (1.0, 2.0)]
+    budget = {"alpha": None, "target": "compression 10", "comp": 10.4, "bops": 1.2e9,
+              "bsq_acc": 41.0, "finetune_acc": 44.0, "scratch_acc": 46.0}
+    for key, unit in (("comp", 1), ("bops", 1e-9)):
+        fig, ax = plt.subplots()
+        _tradeoff_panel(ax, [budget, *alphas], [], None, key, unit)
+        drawn = {line.get_label(): list(zip(line.get_xdata(), line.get_ydata()))
+                 for line in ax.get_lines()}
+        plt.close(fig)
+        x = budget[key] * unit
+        assert drawn["BSQ to a budget + finetune"] == [(x, 44.0)]
+        assert drawn["BSQ to a budget, before finetune"] == [(x, 41.0)]
+        assert drawn["train from scratch at a budget's scheme"] == [(x, 46.0)]
+        ordered = sorted(alphas, key=lambda r: r[key])
+        assert drawn["train from scratch at BSQ's scheme"] == [
+            (r[key] * unit, r["scratch_acc"]) for r in ordered]
+
+
+def test_a_sweep_folder_replots_its_uniform_points(tmp_path, monkeypatch):
+    """plots.py on a sweep's folder draws what sweep.py drew: its rows and its uniform points."""
+    from utils.report import plots
+    sweep = {"rows": [{"alpha": 1.0, "comp": 8.0, "bsq_acc": 50.0, "finetune_acc": 60.0}],
+             "uniform": [{"bits": 4, "comp": 8.0, "convert_acc": 40.0, "finetune_acc": 58.0}],
+             "float_acc": 70.0}
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    drawn = {}
+    monkeypatch.setattr(plots, "plot_tradeoff", lambda rows, path, float_acc, title, uniform=():
+                        drawn.update(rows=rows, uniform=uniform, float_acc=float_acc) or path)
+    plots.plot_folder(str(tmp_path))
+    assert drawn == {"rows": sweep["rows"], "uniform": sweep["uniform"], "float_acc": 70.0}

@@ -177,9 +177,9 @@ def plot_tradeoff(rows, path, float_acc=None, title="accuracy vs compression", u
     beside it against bit-operations per image where the rows have them (``bops``).
 
     Series: BSQ before finetuning, BSQ after, and training from scratch at BSQ's scheme, as
-    lines over the alphas; the rows of budgets (``target``) as points of their own; the
-    ``uniform`` points (``sweep.json``'s ``uniform``: a precision for every layer, finetuned or,
-    BSQ's starting point, as converted) and the float model as a line.
+    lines over the alphas; the rows of budgets (``target``) as points of their own, the same three
+    series unjoined; the ``uniform`` points (``sweep.json``'s ``uniform``: a precision for every
+    layer, finetuned or, BSQ's starting point, as converted) and the float model as a line.
     """
     plt = pyplot()
     axes = [("comp", "compression 32 TP/TB (x)", 1)]
@@ -209,7 +209,8 @@ def _tradeoff_panel(ax, rows, uniform, float_acc, x, unit):
             (alphas, "bsq_acc", "BSQ, before finetune", "s--"),
             (alphas, "scratch_acc", "train from scratch at BSQ's scheme", "^:"),
             (targets, "finetune_acc", "BSQ to a budget + finetune", "*"),
-            (targets, "bsq_acc", "BSQ to a budget, before finetune", "x")):
+            (targets, "bsq_acc", "BSQ to a budget, before finetune", "x"),
+            (targets, "scratch_acc", "train from scratch at a budget's scheme", "^")):
         points = [(r[x] * unit, r[key]) for r in series if r.get(key) is not None]
         if points:
             ax.plot(*zip(*points), style, label=label, **({"ms": 10} if style == "*" else {}))
@@ -315,7 +316,8 @@ def _plot_folder(folder, out):
     if os.path.isfile(sweep_path):
         sweep = _read_json(sweep_path)
         written.append(plot_tradeoff(sweep["rows"], os.path.join(out, "tradeoff.png"),
-                                     sweep.get("float_acc"), f"{name}: accuracy vs compression"))
+                                     sweep.get("float_acc"), f"{name}: accuracy vs compression",
+                                     uniform=sweep.get("uniform", ())))
     if not written:
         raise BSQError(f"{folder} has no scheme.json, bit checkpoint, log.txt or sweep.json "
                        "to plot")
